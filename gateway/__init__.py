@@ -1,0 +1,26 @@
+"""Single-Task Gateway: runs single-step tasks for REST callers, keeps every stage in
+Redis, reuses finished stages and pushes results to callback URLs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """The application factory: config, store, queues, task registry, API, CLI."""
+    from gateway import api, config, queues, scripts, store, tasks, worker
+
+    app = Flask(__name__)
+    config.load(app, test_config)
+    app.json.sort_keys = False  # keep documents in the order we build them
+    store.init_app(app)
+    queues.init_app(app)
+    tasks.load_modules(app.config["TASK_MODULES"])
+    api.init_app(app)
+    app.cli.add_command(scripts.scripts_cli)
+    app.cli.add_command(worker.worker_command)
+    return app

@@ -1,0 +1,52 @@
+"""Reading a JSON request body strictly: right content type, valid JSON, bounded depth."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import current_app, request
+from werkzeug.exceptions import UnsupportedMediaType
+
+from gateway.exceptions import ValidationFailed
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of containers, without recursion (a deep body must not blow the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+def json_body(*, required: bool = True) -> Any:
+    """The request's JSON value. Size is already bounded by MAX_CONTENT_LENGTH (413)."""
+    raw = request.get_data(cache=False)
+    if not raw and not required:
+        return {}
+    if not request.is_json:
+        raise UnsupportedMediaType("Content-Type must be application/json.")
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValidationFailed("The request body is nested too deeply.", {"body": ["too deeply nested"]}) from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValidationFailed("The request body is not valid JSON.", {"body": [str(error)]}) from None
+    limit = int(current_app.config["MAX_JSON_DEPTH"])
+    if _depth(value) > limit:
+        raise ValidationFailed(
+            f"The request body is nested deeper than {limit} levels.", {"body": [f"depth limit is {limit}"]}
+        )
+    if not isinstance(value, dict):
+        raise ValidationFailed("The request body must be a JSON object.", {"body": ["must be an object"]})
+    return value

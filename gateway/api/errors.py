@@ -1,0 +1,70 @@
+"""One error shape for everything: ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from flask import jsonify
+from marshmallow import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from gateway.exceptions import GatewayError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+log = logging.getLogger(__name__)
+
+#: Codes for the HTTP errors Flask/Werkzeug raise themselves.
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None):
+    response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
+    response.status_code = status
+    return response
+
+
+def _gateway_error(error: GatewayError):
+    return error_response(error.status_code, error.code, error.message, error.details)
+
+
+def _validation_error(error: ValidationError):
+    details = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+    return error_response(400, "validation_error", "The request is not valid; see details.", details)
+
+
+def _http_error(error: HTTPException):
+    status = error.code or 500
+    response = error_response(status, HTTP_CODES.get(status, "http_error"), error.description or error.name)
+    if status == 405 and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+def _redis_down(error: Exception):
+    log.warning("Redis unavailable: %s", error)
+    return _gateway_error(StoreUnavailable("The task store (Redis) is unavailable; try again shortly."))
+
+
+def _unexpected(error: Exception):
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "An internal error occurred; it has been logged.")
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(GatewayError, _gateway_error)
+    app.register_error_handler(ValidationError, _validation_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(RedisConnectionError, _redis_down)
+    app.register_error_handler(RedisTimeoutError, _redis_down)
+    app.register_error_handler(Exception, _unexpected)

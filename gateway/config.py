@@ -1,0 +1,62 @@
+"""Configuration defaults; every value can be overridden by a ``GATEWAY_*`` variable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Defaults, read before ``from_prefixed_env("GATEWAY")``. ``GATEWAY_TASK_TTL_SECONDS=60``
+#: sets ``TASK_TTL_SECONDS``; values are parsed as JSON where they can be.
+DEFAULTS: dict[str, Any] = {
+    # The task documents. The quickstart (serve.py) starts an embedded Redis when unset.
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    # The RQ queues; defaults to REDIS_URL.
+    "QUEUE_REDIS_URL": None,
+    "REDIS_CONNECT_TIMEOUT_SECONDS": 1.0,
+    "REDIS_SOCKET_TIMEOUT_SECONDS": 2.0,
+    "TASK_TTL_SECONDS": 86400,
+    # Request body limit (Flask's MAX_CONTENT_LENGTH is set from it) → 413.
+    "MAX_INPUT_BYTES": 1024 * 1024,
+    "MAX_JSON_DEPTH": 64,
+    # Largest JSON a handler may return; more ends the stage FAILED.
+    "MAX_OUTPUT_BYTES": 1024 * 1024,
+    "MAX_STAGES_PER_TASK": 100,
+    "MAX_CALLBACKS_PER_STAGE": 100,
+    "TASK_MODULES": "",
+    "RUN_LEASE_SECONDS": 60,
+    "QUEUE_LEASE_SECONDS": 3600,
+    # RQ's hard limit on one handler run.
+    "JOB_TIMEOUT_SECONDS": 3600,
+    # One "whsec_..." secret, or a JSON list of them while rotating.
+    "CALLBACK_SIGNING_SECRET": None,
+    "CALLBACK_TIMEOUT_SECONDS": 10.0,
+    # Delay before each retry; its length is the number of retries.
+    "CALLBACK_RETRY_INTERVALS": [5, 30, 120, 600, 1800],
+    # A Retry-After longer than this is cut to it.
+    "CALLBACK_MAX_RETRY_AFTER_SECONDS": 3600,
+    "CALLBACK_ALLOW_PRIVATE_NETWORKS": False,
+}
+
+
+def load(app, test_config: dict[str, Any] | None = None) -> None:
+    """Fill ``app.config``: defaults, then the environment, then ``test_config``."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("GATEWAY")
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_INPUT_BYTES"])
+    if app.config["QUEUE_REDIS_URL"] is None:
+        app.config["QUEUE_REDIS_URL"] = app.config["REDIS_URL"]
+    app.config["TASK_MODULES"] = _split_modules(app.config["TASK_MODULES"])
+    app.config["CALLBACK_SIGNING_SECRETS"] = _secrets(app.config["CALLBACK_SIGNING_SECRET"])
+
+
+def _split_modules(value: str | list[str]) -> list[str]:
+    if isinstance(value, list):
+        return value
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _secrets(value: str | list[str] | None) -> list[str]:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)

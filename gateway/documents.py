@@ -1,0 +1,152 @@
+"""Turn the stored form of a task (hash fields) into what callers see.
+
+Pure functions, no Redis: ``store`` reads, this module shapes. User data is decoded
+here with Python's ``json`` only, which keeps big integers, 17-digit floats, ``{}`` and
+``[]`` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+
+class StageStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+#: Stage status (stored, upper case) → task status (API bodies, lower case).
+TASK_STATUS = {
+    StageStatus.PENDING.value: "pending",
+    StageStatus.RUNNING.value: "running",
+    StageStatus.SUCCESS.value: "completed",
+    StageStatus.FAILED.value: "failed",
+}
+
+STAGE_FIELD = "s:"
+INPUT_FIELD = "i:"
+OUTPUT_FIELD = "o:"
+
+
+def iso(ms: float | None) -> str | None:
+    """Epoch milliseconds → ``2026-11-28T04:03:43.123Z``."""
+    if ms is None:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def canonical_json(value: Any) -> str:
+    """The stored form of user data: sorted keys, no spaces, ASCII only.
+
+    ASCII escapes keep any string (lone surrogates included) storable, and sorted keys
+    make equal inputs equal strings, which the claim script compares.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _callbacks(state: dict[str, Any]) -> list[dict[str, Any]]:
+    # Lua's cjson writes an empty list as {}.
+    callbacks = state.get("callbacks") or []
+    return callbacks if isinstance(callbacks, list) else []
+
+
+def stage_view(task_name: str, state: dict[str, Any], input_json: str | None, output_json: str | None) -> dict:
+    """The single-stage view used in responses and callbacks."""
+    return {
+        "task_name": task_name,
+        "status": state["status"],
+        "input_params": json.loads(input_json) if input_json else {},
+        "output": json.loads(output_json) if output_json else None,
+        "error": state.get("error"),
+        "duration": state.get("duration"),
+    }
+
+
+def callback_record(entry: dict[str, Any]) -> dict[str, Any]:
+    """One delivery as the ``callbacks`` list of a stage shows it."""
+    return {
+        "delivery_id": entry["delivery_id"],
+        "url": entry["url"],
+        "status": entry["status"],
+        "attempts": entry.get("attempts", 0),
+        "last_status_code": entry.get("last_status_code"),
+        "last_error": entry.get("last_error"),
+        "reuse": bool(entry.get("reuse")),
+        "updated_at": iso(entry.get("updated_ms")),
+    }
+
+
+def stage_record(task_name: str, state: dict[str, Any], input_json: str | None, output_json: str | None) -> dict:
+    """A stage as the whole document shows it."""
+    record = stage_view(task_name, state, input_json, output_json)
+    record.update(
+        attempt=state["attempt"],
+        created_at=iso(state.get("created_ms")),
+        started_at=iso(state.get("started_ms")),
+        finished_at=iso(state.get("finished_ms")),
+        callbacks=[callback_record(entry) for entry in _callbacks(state)],
+    )
+    return record
+
+
+def find_callback(state: dict[str, Any], delivery_id: str) -> dict[str, Any] | None:
+    for entry in _callbacks(state):
+        if entry["delivery_id"] == delivery_id:
+            return entry
+    return None
+
+
+def reuse_info(task_name: str, state: str, input_matches: bool | None, cached_ms: float | None) -> dict:
+    """``reuse_info`` of a create response, and of the callback that request asked for."""
+    info: dict[str, Any] = {
+        "reuse_hit": state in ("completed", "pending", "running"),
+        "state": state,
+        "task_name": task_name,
+        "input_matches": input_matches,
+    }
+    if state == "completed":
+        info["source"] = "redis"
+        info["cached_at"] = iso(cached_ms)
+    return info
+
+
+def document(task_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """The whole document of a task from its hash fields (``HGETALL``)."""
+    meta = json.loads(fields["meta"])
+    request = json.loads(fields.get("request") or "{}")
+    stages: dict[str, Any] = {}
+    states: dict[str, dict[str, Any]] = {}
+    for field, value in fields.items():
+        if field.startswith(STAGE_FIELD):
+            name = field[len(STAGE_FIELD) :]
+            states[name] = json.loads(value)
+    for name in sorted(states, key=lambda n: (states[n].get("created_ms", 0), n)):
+        stages[name] = stage_record(
+            name, states[name], fields.get(INPUT_FIELD + name), fields.get(OUTPUT_FIELD + name)
+        )
+
+    latest = states.get(meta.get("last_task_name", ""))
+    callback_status = None
+    if latest is not None and meta.get("last_delivery_id"):
+        entry = find_callback(latest, meta["last_delivery_id"])
+        callback_status = entry["status"] if entry else None
+    return {
+        "task_id": task_id,
+        "workflow_id": task_id,
+        "status": TASK_STATUS[latest["status"]] if latest else None,
+        "created_at": iso(meta.get("created_ms")),
+        "updated_at": iso(meta.get("updated_ms")),
+        "input_params": {
+            "task_name": request.get("task_name"),
+            "input_data": request.get("input_data", {}),
+            "callback_url": request.get("callback_url"),
+        },
+        "stages": stages,
+        "callback_status": callback_status,
+    }

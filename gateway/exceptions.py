@@ -1,0 +1,63 @@
+"""Small, precisely named exceptions; ``api.errors`` turns each into an HTTP answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """An error a client can cause or must be told about."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class ValidationFailed(GatewayError):
+    code = "validation_error"
+
+
+class TaskNotFound(GatewayError):
+    status_code = 404
+    code = "task_not_found"
+
+
+class StageNotFound(GatewayError):
+    status_code = 404
+    code = "stage_not_found"
+
+
+class TaskBusy(GatewayError):
+    status_code = 409
+    code = "task_busy"
+
+
+class TooManyStages(GatewayError):
+    status_code = 409
+    code = "too_many_stages"
+
+
+class TooManyCallbacks(GatewayError):
+    status_code = 409
+    code = "too_many_callbacks"
+
+
+class StoreUnavailable(GatewayError):
+    status_code = 503
+    code = "store_unavailable"
+
+
+class ScriptsNotLoaded(StoreUnavailable):
+    code = "scripts_not_loaded"
+
+
+class ClaimLost(Exception):
+    """A run's claim is no longer current: a newer attempt or a cancel replaced it."""
+
+
+class DocumentGone(Exception):
+    """The task document expired or was deleted; late writes must not recreate it."""

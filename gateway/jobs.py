@@ -1,0 +1,158 @@
+"""RQ job functions. They take ids and plain data, never request state, and build what
+they need from the app (the worker pushes an app context; a bare ``rq worker`` gets one
+made here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from flask import current_app, has_app_context
+
+from gateway import callbacks, tasks
+from gateway.exceptions import ClaimLost, DocumentGone
+from gateway.queues import get_queues
+from gateway.store import get_store
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+_fallback_app = None
+
+
+@contextmanager
+def _app_context() -> Iterator[None]:
+    global _fallback_app
+    if has_app_context():
+        yield
+        return
+    if _fallback_app is None:
+        from gateway import create_app
+
+        _fallback_app = create_app()
+    with _fallback_app.app_context():
+        yield
+
+
+class _Heartbeat:
+    """Renews a RUNNING run's lease every third of the lease while the handler runs."""
+
+    def __init__(self, store: Store, task_id: str, task_name: str, token: str) -> None:
+        self._renew = lambda: store.renew(task_id, task_name, token)
+        self._interval = store.run_lease_ms / 3000
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{task_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                if not self._renew():
+                    return  # claim lost (cancelled or superseded): the finish will be ignored
+            except Exception:  # a Redis hiccup must not kill the run; the next beat retries
+                log.warning("lease renewal failed", exc_info=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _output_json(output: object, max_bytes: int) -> str:
+    """The handler's result as stored JSON; ValueError explains why it cannot be."""
+    if not isinstance(output, dict):
+        raise ValueError(f"handler returned {type(output).__name__}, expected a JSON object (dict)")
+    try:
+        text = json.dumps(output, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"handler returned data that is not JSON: {error}") from None
+    if len(text) > max_bytes:
+        raise ValueError(f"handler output is {len(text)} bytes, more than the limit of {max_bytes}")
+    return text
+
+
+def run_stage(task_id: str, task_name: str, token: str) -> str:
+    """Run one claimed stage: RUNNING, handler with heartbeat, SUCCESS or FAILED, callbacks."""
+    with _app_context():
+        store = get_store()
+        try:
+            attempt, input_data = store.start(task_id, task_name, token)
+        except (ClaimLost, DocumentGone) as error:
+            return f"skipped: {type(error).__name__}"
+
+        handler = tasks.get_handler(task_name)
+        context = tasks.TaskContext(task_id=task_id, task_name=task_name, attempt=attempt)
+        output_json, error = None, None
+        started = time.perf_counter()
+        with _Heartbeat(store, task_id, task_name, token):
+            try:
+                if handler is None:
+                    raise LookupError(f"task {task_name!r} is not registered in this worker")
+                output_json = _output_json(handler(input_data, context), current_app.config["MAX_OUTPUT_BYTES"])
+            except Exception as exc:  # the handler's failure is the stage's result
+                error = f"{type(exc).__name__}: {exc}"
+                log.info("stage %s/%s failed: %s", task_id, task_name, error)
+        duration = time.perf_counter() - started
+
+        try:
+            due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
+        except (ClaimLost, DocumentGone) as lost:
+            return f"discarded: {type(lost).__name__}"
+        queues = get_queues()
+        for delivery_id in due:
+            queues.enqueue_delivery(task_id, task_name, delivery_id)
+        return "FAILED" if error else "SUCCESS"
+
+
+def deliver(task_id: str, task_name: str, delivery_id: str, try_number: int) -> str:
+    """Make one try of one delivery, record it, and schedule the next try if needed."""
+    with _app_context():
+        config = current_app.config
+        store = get_store()
+        delivery = store.delivery(task_id, task_name, delivery_id)
+        if delivery is None:
+            return "gone"
+        if delivery.entry["status"] != "queued" or delivery.entry.get("attempts", 0) >= try_number:
+            return "already done"  # a duplicate job for a try that was made
+
+        body = callbacks.dumps(callbacks.payload(delivery))
+        outcome = callbacks.post(
+            delivery.entry["url"],
+            body,
+            callbacks.headers(delivery_id, body, config["CALLBACK_SIGNING_SECRETS"]),
+            timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
+            allow_private=bool(config["CALLBACK_ALLOW_PRIVATE_NETWORKS"]),
+        )
+        intervals = config["CALLBACK_RETRY_INTERVALS"]
+        retries_left = try_number <= len(intervals)
+        if outcome.delivered:
+            status = "sent"
+        elif outcome.final or not retries_left:
+            status = "failed"
+        else:
+            status = "queued"
+        store.record_delivery(
+            task_id,
+            task_name,
+            delivery_id,
+            status=status,
+            attempts=try_number,
+            status_code=outcome.status_code,
+            error=outcome.error,
+        )
+        if status == "queued":
+            delay = float(intervals[try_number - 1])
+            if outcome.retry_after is not None:
+                delay = max(delay, min(outcome.retry_after, float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"])))
+            get_queues().enqueue_delivery(task_id, task_name, delivery_id, try_number + 1, delay=delay)
+        return status

@@ -1,0 +1,104 @@
+"""The Lua scripts of ``lua/``: registered once per client, called by SHA, loaded by operators."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from flask.cli import AppGroup
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError
+
+from gateway.exceptions import ScriptsNotLoaded
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.commands.core import Script
+
+LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+LOAD_COMMAND = "flask --app wsgi scripts load"
+
+
+@functools.cache
+def read_sources() -> dict[str, str]:
+    """Script name (file stem) → Lua source, for every file in ``lua/`` (read once)."""
+    return {path.stem: path.read_text() for path in sorted(LUA_DIR.glob("*.lua"))}
+
+
+class Scripts:
+    """One client's registered scripts, called by SHA.
+
+    redis-py's ``Script`` sends ``EVALSHA`` and, on ``NOSCRIPT``, loads the script and
+    tries again. A Redis user that may only ``EVALSHA`` gets a permission error on that
+    load instead; both cases become ``ScriptsNotLoaded``, naming the operator command.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(source) for name, source in read_sources().items()
+        }
+
+    def missing(self) -> list[str]:
+        """Names of the scripts Redis does not hold (``SCRIPT EXISTS``)."""
+        present = self._client.script_exists(*(script.sha for script in self._scripts.values()))
+        return [name for name, ok in zip(self._scripts, present, strict=True) if not ok]
+
+    def shas(self) -> dict[str, str]:
+        return {name: script.sha for name, script in self._scripts.items()}
+
+    def __call__(self, name: str, keys: list[str], args: list[object]) -> object:
+        try:
+            return self._scripts[name](keys=keys, args=args)
+        except NoScriptError as error:
+            raise _not_loaded(name) from error
+        except NoPermissionError as error:
+            # Denied SCRIPT LOAD after NOSCRIPT; any other denial is not ours to rename.
+            if "script" not in str(error).lower():
+                raise
+            raise _not_loaded(name) from error
+
+
+def _not_loaded(name: str) -> ScriptsNotLoaded:
+    return ScriptsNotLoaded(
+        f"Lua script {name!r} is not loaded in Redis and this client may not load it; "
+        f"an operator must run `{LOAD_COMMAND}`.",
+        {"script": name},
+    )
+
+
+def load_all(client: Redis) -> dict[str, str]:
+    """``SCRIPT LOAD`` every script; name → SHA."""
+    return {name: client.script_load(source) for name, source in read_sources().items()}
+
+
+scripts_cli = AppGroup("scripts", help="Load or check the gateway's Lua scripts in Redis.")
+
+
+@scripts_cli.command("load")
+def load_command() -> None:
+    """Load every Lua script into Redis and print its SHA."""
+    from gateway.store import get_redis
+
+    try:
+        for name, sha in load_all(get_redis()).items():
+            click.echo(f"{name} {sha}")
+    except RedisError as error:
+        raise click.ClickException(f"could not load scripts: {error}") from error
+
+
+@scripts_cli.command("check")
+def check_command() -> None:
+    """Exit non-zero unless every Lua script is loaded in Redis."""
+    from gateway.store import get_store
+
+    scripts = get_store().scripts
+    try:
+        missing = scripts.missing()
+    except RedisError as error:
+        raise click.ClickException(f"could not check scripts: {error}") from error
+    for name, sha in scripts.shas().items():
+        click.echo(f"{name} {sha} {'MISSING' if name in missing else 'loaded'}")
+    if missing:
+        raise click.ClickException(f"{len(missing)} script(s) missing: {', '.join(missing)}; run `{LOAD_COMMAND}`.")

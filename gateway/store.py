@@ -1,0 +1,307 @@
+"""The only module that talks to task documents: every read and every scripted write.
+
+One ``Store`` per app, kept in ``app.extensions``; every write is one Lua script call
+(see ``lua/``), so each decision sees and changes a document atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+from flask import current_app
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from gateway import documents, keys
+from gateway.exceptions import (
+    ClaimLost,
+    DocumentGone,
+    StageNotFound,
+    TaskBusy,
+    TaskNotFound,
+    TooManyCallbacks,
+    TooManyStages,
+)
+from gateway.scripts import Scripts
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+HIT_STATES = ("completed", "pending", "running")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``claim`` decided for one create request."""
+
+    task_id: str
+    task_name: str
+    #: miss | completed | pending | running | empty_output | stale | failed
+    state: str
+    #: Whether the request's input equals the stored stage's input; None on a miss.
+    input_matches: bool | None
+    #: The stage state after the write (status, attempt, token, timestamps, callbacks).
+    stage: dict[str, Any]
+    input_json: str
+    output_json: str | None
+    #: The delivery that this request's callback became, None without a callback.
+    delivery_id: str | None
+    #: True when that delivery must be made now (a completed hit).
+    delivery_due: bool
+
+    @property
+    def hit(self) -> bool:
+        return self.state in HIT_STATES
+
+    @property
+    def token(self) -> str:
+        return self.stage["token"]
+
+    @property
+    def cached_ms(self) -> float | None:
+        return self.stage.get("finished_ms") if self.state == "completed" else None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Everything a callback delivery needs, read from the document."""
+
+    task_id: str
+    task_name: str
+    entry: dict[str, Any]
+    state: dict[str, Any]
+    input_json: str | None
+    output_json: str | None
+
+
+class Store:
+    def __init__(self, client: redis.Redis, config: dict[str, Any]) -> None:
+        self.client = client
+        self.scripts = Scripts(client)
+        self.ttl = int(config["TASK_TTL_SECONDS"])
+        self.queue_lease_ms = int(float(config["QUEUE_LEASE_SECONDS"]) * 1000)
+        self.run_lease_ms = int(float(config["RUN_LEASE_SECONDS"]) * 1000)
+        self.max_stages = int(config["MAX_STAGES_PER_TASK"])
+        self.max_callbacks = int(config["MAX_CALLBACKS_PER_STAGE"])
+
+    # -- writes, each one script -------------------------------------------------
+
+    def claim(
+        self, task_id: str, task_name: str, input_data: dict, callback_url: str | None
+    ) -> Verdict:
+        """Decide the reuse verdict and write what it needs, in one script call."""
+        input_json = documents.canonical_json(input_data)
+        request_json = documents.canonical_json(
+            {"task_name": task_name, "input_data": input_data, "callback_url": callback_url}
+        )
+        result = self.scripts(
+            "claim_stage",
+            [keys.task_document(task_id)],
+            [
+                task_name,
+                input_json,
+                request_json,
+                callback_url or "",
+                uuid.uuid4().hex,
+                uuid.uuid4().hex,
+                self.queue_lease_ms,
+                self.ttl,
+                self.max_stages,
+                self.max_callbacks,
+            ],
+        )
+        state, matches, stage_json, stored_input, stored_output, delivery_id, due = result
+        if state == "too_many_stages":
+            raise TooManyStages(
+                f"task {task_id!r} already holds {self.max_stages} stages, the most allowed",
+                {"limit": self.max_stages},
+            )
+        if state == "too_many_callbacks":
+            raise TooManyCallbacks(
+                f"stage {task_name!r} already holds {self.max_callbacks} undelivered callbacks",
+                {"limit": self.max_callbacks},
+            )
+        return Verdict(
+            task_id=task_id,
+            task_name=task_name,
+            state=state,
+            input_matches=None if matches == "" else matches == "1",
+            stage=json.loads(stage_json),
+            input_json=stored_input,
+            output_json=stored_output or None,
+            delivery_id=delivery_id or None,
+            delivery_due=due == "1",
+        )
+
+    def start(self, task_id: str, task_name: str, token: str) -> tuple[int, dict]:
+        """Mark the run RUNNING; returns (attempt, input_data). Raises ClaimLost/DocumentGone."""
+        result = self.scripts(
+            "start_run",
+            [keys.task_document(task_id)],
+            [task_name, token, self.run_lease_ms, self.ttl],
+        )
+        _raise_unless_ok(result[0])
+        return int(result[1]), json.loads(result[2])
+
+    def renew(self, task_id: str, task_name: str, token: str) -> bool:
+        """Extend a RUNNING run's lease; False once its claim is gone."""
+        renewed = self.scripts(
+            "renew_lease",
+            [keys.task_document(task_id)],
+            [task_name, token, self.run_lease_ms, self.ttl],
+        )
+        return renewed == 1
+
+    def finish(
+        self,
+        task_id: str,
+        task_name: str,
+        token: str,
+        *,
+        output_json: str | None,
+        error: str | None,
+        duration: float,
+    ) -> list[str]:
+        """End the run SUCCESS (output) or FAILED (error); returns the deliveries now due."""
+        status = documents.StageStatus.SUCCESS if error is None else documents.StageStatus.FAILED
+        result = self.scripts(
+            "finish_run",
+            [keys.task_document(task_id)],
+            [task_name, token, status.value, output_json or "", error or "", round(duration, 6), self.ttl],
+        )
+        _raise_unless_ok(result[0])
+        return list(result[1:])
+
+    def record_delivery(
+        self,
+        task_id: str,
+        task_name: str,
+        delivery_id: str,
+        *,
+        status: str,
+        attempts: int,
+        status_code: int | None,
+        error: str | None,
+    ) -> bool:
+        recorded = self.scripts(
+            "record_delivery",
+            [keys.task_document(task_id)],
+            [task_name, delivery_id, status, attempts, status_code or "", error or "", self.ttl],
+        )
+        return recorded == 1
+
+    def cancel(self, task_id: str) -> tuple[list[str], list[tuple[str, str]]]:
+        """Cancel live stages; returns (cancelled task names, (task_name, delivery_id) due)."""
+        result = self.scripts("cancel_task", [keys.task_document(task_id)], [self.ttl])
+        if result[0] == "missing":
+            raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
+        cancelled, due = [], []
+        triples = result[1:]
+        for i in range(0, len(triples), 3):
+            kind, task_name, delivery_id = triples[i : i + 3]
+            if kind == "stage":
+                cancelled.append(task_name)
+            else:
+                due.append((task_name, delivery_id))
+        return cancelled, due
+
+    def delete(self, task_id: str, *, force: bool) -> None:
+        result = self.scripts("delete_task", [keys.task_document(task_id)], ["1" if force else "0"])
+        if result[0] == "missing":
+            raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
+        if result[0] == "busy":
+            raise TaskBusy(
+                f"task {task_id!r} has pending or running stages; cancel them or pass force",
+                {"stages": list(result[1:])},
+            )
+
+    def retry(self, task_id: str) -> tuple[str, list[str]]:
+        """Claim every FAILED stage again; returns (token, task names)."""
+        token = uuid.uuid4().hex
+        result = self.scripts(
+            "retry_task", [keys.task_document(task_id)], [token, self.queue_lease_ms, self.ttl]
+        )
+        if result[0] == "missing":
+            raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
+        return token, list(result[1:])
+
+    # -- reads ---------------------------------------------------------------------
+
+    def read_fields(self, task_id: str) -> dict[str, str]:
+        fields = self.client.hgetall(keys.task_document(task_id))
+        if not fields:
+            raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
+        return fields
+
+    def read(self, task_id: str) -> dict[str, Any]:
+        """The whole document, as ``GET /status`` shows it."""
+        return documents.document(task_id, self.read_fields(task_id))
+
+    def read_stage(self, task_id: str, task_name: str) -> dict[str, Any]:
+        """The single-stage view of one stage (``/result?task_name=``)."""
+        fields = self.read_fields(task_id)
+        stage_json = fields.get(documents.STAGE_FIELD + task_name)
+        if stage_json is None:
+            raise StageNotFound(
+                f"task {task_id!r} has no stage {task_name!r}", {"task_id": task_id, "task_name": task_name}
+            )
+        return documents.stage_view(
+            task_name,
+            json.loads(stage_json),
+            fields.get(documents.INPUT_FIELD + task_name),
+            fields.get(documents.OUTPUT_FIELD + task_name),
+        )
+
+    def delivery(self, task_id: str, task_name: str, delivery_id: str) -> Delivery | None:
+        """What a delivery job needs, or None when the document or record is gone."""
+        stage_json, input_json, output_json = self.client.hmget(
+            keys.task_document(task_id),
+            documents.STAGE_FIELD + task_name,
+            documents.INPUT_FIELD + task_name,
+            documents.OUTPUT_FIELD + task_name,
+        )
+        if stage_json is None:
+            return None
+        state = json.loads(stage_json)
+        entry = documents.find_callback(state, delivery_id)
+        if entry is None:
+            return None
+        return Delivery(task_id, task_name, entry, state, input_json, output_json)
+
+
+def _raise_unless_ok(outcome: str) -> None:
+    if outcome == "gone":
+        raise DocumentGone()
+    if outcome == "superseded":
+        raise ClaimLost()
+
+
+def connect(url: str, config: dict[str, Any], *, decode_responses: bool) -> redis.Redis:
+    """A client that fails fast: a request must answer 503 in seconds, not hang."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=decode_responses,
+        socket_connect_timeout=float(config["REDIS_CONNECT_TIMEOUT_SECONDS"]),
+        socket_timeout=float(config["REDIS_SOCKET_TIMEOUT_SECONDS"]),
+        # One quick retry covers a pooled connection that a Redis restart closed.
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
+
+
+def get_store(app: Flask | None = None) -> Store:
+    app = app or current_app
+    return app.extensions["gateway.store"]
+
+
+def get_redis(app: Flask | None = None) -> redis.Redis:
+    return get_store(app).client
+
+
+def init_app(app: Flask) -> None:
+    client = connect(app.config["REDIS_URL"], app.config, decode_responses=True)
+    app.extensions["gateway.store"] = Store(client, app.config)

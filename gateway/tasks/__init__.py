@@ -1,0 +1,71 @@
+"""The task registry: ``task_name`` → handler, filled by the ``@task`` decorator.
+
+A handler is ``handler(input_data: dict, ctx: TaskContext) -> dict``; what it returns
+becomes the stage's output. The node part of the name is the RQ queue that runs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a handler may know about the run it serves."""
+
+    task_id: str
+    task_name: str
+    attempt: int
+
+
+Handler = Callable[[dict, TaskContext], dict]
+
+_registry: dict[str, Handler] = {}
+
+
+def task(name: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of ``name`` (``node.method``)."""
+    if not TASK_NAME.match(name):
+        raise ValueError(f"task name {name!r} is not <node>.<method> in [a-z][a-z0-9_]*")
+
+    def register(handler: Handler) -> Handler:
+        existing = _registry.get(name)
+        if existing is not None and existing is not handler:
+            raise ValueError(f"task {name!r} is already registered by {existing.__module__}")
+        _registry[name] = handler
+        return handler
+
+    return register
+
+
+def get_handler(name: str) -> Handler | None:
+    return _registry.get(name)
+
+
+def is_registered(name: str) -> bool:
+    return name in _registry
+
+
+def node_of(name: str) -> str:
+    """The node (and RQ queue name) of a task name."""
+    return name.split(".", 1)[0]
+
+
+def by_node() -> dict[str, list[str]]:
+    """Registered task names grouped by node, both sorted."""
+    grouped: dict[str, list[str]] = {}
+    for name in sorted(_registry):
+        grouped.setdefault(node_of(name), []).append(name)
+    return grouped
+
+
+def load_modules(module_names: list[str]) -> None:
+    """Import the built-ins and every module named in ``GATEWAY_TASK_MODULES``."""
+    importlib.import_module("gateway.tasks.builtin")
+    for module_name in module_names:
+        importlib.import_module(module_name)

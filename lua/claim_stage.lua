@@ -1,0 +1,159 @@
+--[[
+  Claim one stage of a task document: read the stage of ARGV[1], decide the reuse
+  verdict, write what that verdict needs, refresh the TTL. One atomic step.
+
+  User data (input, output) is stored in fields of its own as opaque strings and is
+  never decoded here: cjson would re-encode numbers with 14 digits and turn [] into {}.
+
+  Input:
+    KEYS[1]  task document (hash)
+    ARGV[1]  task_name
+    ARGV[2]  input_data as canonical JSON (opaque)
+    ARGV[3]  request record JSON (opaque): what the API shows as input_params
+    ARGV[4]  callback URL, "" for none
+    ARGV[5]  claim token for a new run
+    ARGV[6]  delivery id for this request's callback
+    ARGV[7]  queue lease of a new PENDING run, milliseconds
+    ARGV[8]  document TTL, seconds
+    ARGV[9]  most stages one document may hold
+    ARGV[10] most callback records one stage may hold
+
+  Output: array
+    [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
+               "completed" | "pending" | "running"             (reuse hit)
+               "too_many_stages" | "too_many_callbacks"        (nothing written)
+    [2] input_matches: "1" | "0" | "" (no earlier stage)
+    [3] stage state JSON after the write
+    [4] stored input JSON of the stage (the one that produced a cached output)
+    [5] stored output JSON, "" when none
+    [6] delivery id of this request's callback, "" when none
+    [7] "1" when that delivery is due now (completed hit), else "0"
+]]
+local rcall = redis.call
+if redis.replicate_commands then redis.replicate_commands() end
+
+local doc_key = KEYS[1]
+local task_name = ARGV[1]
+local input_json = ARGV[2]
+local request_json = ARGV[3]
+local callback_url = ARGV[4]
+local token = ARGV[5]
+local delivery_id = ARGV[6]
+local queue_lease_ms = tonumber(ARGV[7])
+local ttl_seconds = tonumber(ARGV[8])
+local max_stages = tonumber(ARGV[9])
+local max_callbacks = tonumber(ARGV[10])
+
+local stage_field = 's:' .. task_name
+local input_field = 'i:' .. task_name
+local output_field = 'o:' .. task_name
+
+local t = rcall('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field)
+local meta = fetched[1] and cjson.decode(fetched[1]) or nil
+local stage = fetched[2] and cjson.decode(fetched[2]) or nil
+local stored_input = fetched[3] or ''
+local stored_output = fetched[4] or ''
+
+local input_matches = ''
+if stage then
+  input_matches = (stored_input == input_json) and '1' or '0'
+end
+
+local state
+if not stage then
+  state = 'miss'
+elseif stage.status == 'SUCCESS' then
+  state = (stored_output == '{}') and 'empty_output' or 'completed'
+elseif stage.status == 'PENDING' or stage.status == 'RUNNING' then
+  if stage.lease_ms > now_ms then
+    state = string.lower(stage.status)
+  else
+    state = 'stale'
+  end
+else
+  state = 'failed'
+end
+
+if state == 'miss' then
+  local stage_count = meta and meta.stages or 0
+  if stage_count >= max_stages then
+    return {'too_many_stages', input_matches, '', '', '', '', '0'}
+  end
+end
+
+local callbacks = (stage and stage.callbacks) or {}
+local is_hit = (state == 'completed' or state == 'pending' or state == 'running')
+
+-- Find this request's place among the callback records. Waiting records are the
+-- subscribers of the current run; a URL subscribes to one run once.
+local my_delivery = ''
+local due_now = '0'
+if callback_url ~= '' then
+  if state ~= 'completed' then
+    for _, entry in ipairs(callbacks) do
+      if entry.waiting and entry.url == callback_url then
+        my_delivery = entry.delivery_id
+      end
+    end
+  end
+  if my_delivery == '' then
+    if #callbacks >= max_callbacks then
+      -- Make room by forgetting the oldest finished record; waiting and queued
+      -- records are promises and are never dropped.
+      for i, entry in ipairs(callbacks) do
+        if entry.status ~= 'queued' then
+          table.remove(callbacks, i)
+          break
+        end
+      end
+      if #callbacks >= max_callbacks then
+        return {'too_many_callbacks', input_matches, '', '', '', '', '0'}
+      end
+    end
+    local entry = {
+      delivery_id = delivery_id, url = callback_url, status = 'queued', attempts = 0,
+      reuse = is_hit, reuse_state = state, waiting = (state ~= 'completed'),
+      created_ms = now_ms, updated_ms = now_ms,
+    }
+    if input_matches ~= '' then entry.input_matches = (input_matches == '1') end
+    callbacks[#callbacks + 1] = entry
+    my_delivery = delivery_id
+    if state == 'completed' then due_now = '1' end
+  end
+end
+
+if not is_hit then
+  -- A new attempt. Subscribers of a dead run (stale) stay subscribed to the new one;
+  -- after SUCCESS or FAILED nobody waits any more.
+  local attempt = stage and (stage.attempt + 1) or 1
+  stage = {
+    status = 'PENDING', attempt = attempt, token = token,
+    lease_ms = now_ms + queue_lease_ms,
+    created_ms = (stage and stage.created_ms) or now_ms,
+    claimed_ms = now_ms,
+    callbacks = callbacks,
+  }
+  rcall('HSET', doc_key, input_field, input_json)
+  rcall('HDEL', doc_key, output_field)
+  stored_input = input_json
+  stored_output = ''
+else
+  stage.callbacks = callbacks
+end
+
+if not meta then
+  meta = {created_ms = now_ms, stages = 0}
+end
+if state == 'miss' then meta.stages = meta.stages + 1 end
+meta.updated_ms = now_ms
+meta.last_task_name = task_name
+meta.last_delivery_id = my_delivery
+
+local stage_json = cjson.encode(stage)
+rcall('HSET', doc_key, 'meta', cjson.encode(meta), 'request', request_json, stage_field, stage_json)
+rcall('EXPIRE', doc_key, ttl_seconds)
+
+return {state, input_matches, stage_json, stored_input, stored_output, my_delivery, due_now}

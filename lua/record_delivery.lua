@@ -1,0 +1,43 @@
+--[[
+  Record the outcome of one callback delivery attempt in its stage's callback record.
+  Never brings an expired or deleted document back.
+
+  Input:
+    KEYS[1]  task document (hash)
+    ARGV[1]  task_name
+    ARGV[2]  delivery id
+    ARGV[3]  delivery status: "queued" (will retry) | "sent" | "failed"
+    ARGV[4]  attempts made so far
+    ARGV[5]  HTTP status code of the last attempt, "" when none
+    ARGV[6]  error of the last attempt, "" when none
+    ARGV[7]  document TTL, seconds
+
+  Output: 1 when recorded, 0 when the document, stage or record is gone
+]]
+local rcall = redis.call
+if redis.replicate_commands then redis.replicate_commands() end
+
+local doc_key = KEYS[1]
+local stage_field = 's:' .. ARGV[1]
+local delivery_id = ARGV[2]
+local ttl_seconds = tonumber(ARGV[7])
+
+local raw = rcall('HGET', doc_key, stage_field)
+if not raw then return 0 end
+local stage = cjson.decode(raw)
+
+local t = rcall('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, entry in ipairs(stage.callbacks or {}) do
+  if entry.delivery_id == delivery_id then
+    entry.status = ARGV[3]
+    entry.attempts = tonumber(ARGV[4])
+    entry.last_status_code = tonumber(ARGV[5])
+    entry.last_error = (ARGV[6] ~= '') and ARGV[6] or nil
+    entry.updated_ms = now_ms
+    rcall('HSET', doc_key, stage_field, cjson.encode(stage))
+    rcall('EXPIRE', doc_key, ttl_seconds)
+    return 1
+  end
+end
+return 0

@@ -1,0 +1,49 @@
+--[[
+  Re-run the FAILED stages of a task in place: each gets a new attempt and claim.
+
+  Input:
+    KEYS[1]  task document (hash)
+    ARGV[1]  claim token for the new runs (one per call; claims are per stage)
+    ARGV[2]  queue lease of a new PENDING run, milliseconds
+    ARGV[3]  document TTL, seconds
+
+  Output: array
+    [1] "ok" | "missing"
+    [2..] task names that were claimed again
+]]
+local rcall = redis.call
+if redis.replicate_commands then redis.replicate_commands() end
+
+local doc_key = KEYS[1]
+local token = ARGV[1]
+local queue_lease_ms = tonumber(ARGV[2])
+local ttl_seconds = tonumber(ARGV[3])
+
+local fields = rcall('HGETALL', doc_key)
+if #fields == 0 then return {'missing'} end
+
+local t = rcall('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local result = {'ok'}
+for i = 1, #fields, 2 do
+  local field = fields[i]
+  if string.sub(field, 1, 2) == 's:' then
+    local stage = cjson.decode(fields[i + 1])
+    if stage.status == 'FAILED' then
+      local retried = {
+        status = 'PENDING', attempt = stage.attempt + 1, token = token,
+        lease_ms = now_ms + queue_lease_ms, created_ms = stage.created_ms,
+        claimed_ms = now_ms, callbacks = stage.callbacks,
+      }
+      rcall('HSET', doc_key, field, cjson.encode(retried))
+      result[#result + 1] = string.sub(field, 3)
+    end
+  end
+end
+if #result > 1 then
+  local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
+  meta.updated_ms = now_ms
+  rcall('HSET', doc_key, 'meta', cjson.encode(meta))
+end
+rcall('EXPIRE', doc_key, ttl_seconds)
+return result

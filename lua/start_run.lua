@@ -1,0 +1,44 @@
+--[[
+  Mark a claimed run RUNNING, only while its claim is current.
+
+  Input:
+    KEYS[1]  task document (hash)
+    ARGV[1]  task_name
+    ARGV[2]  claim token of the run
+    ARGV[3]  run lease, milliseconds
+    ARGV[4]  document TTL, seconds
+
+  Output: array
+    [1] "ok" | "gone" (no document) | "superseded" (another claim is current, or the
+        stage already ended)
+    [2] attempt number (on "ok")
+    [3] stored input JSON of the stage (on "ok")
+]]
+local rcall = redis.call
+if redis.replicate_commands then redis.replicate_commands() end
+
+local doc_key = KEYS[1]
+local task_name = ARGV[1]
+local token = ARGV[2]
+local run_lease_ms = tonumber(ARGV[3])
+local ttl_seconds = tonumber(ARGV[4])
+
+local fetched = rcall('HMGET', doc_key, 's:' .. task_name, 'i:' .. task_name)
+if not fetched[1] then
+  if rcall('EXISTS', doc_key) == 0 then return {'gone'} end
+  return {'superseded'}
+end
+local stage = cjson.decode(fetched[1])
+-- RUNNING with the same token: RQ handed the job out again after its worker died.
+if stage.token ~= token or (stage.status ~= 'PENDING' and stage.status ~= 'RUNNING') then
+  return {'superseded'}
+end
+
+local t = rcall('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+stage.status = 'RUNNING'
+stage.started_ms = now_ms
+stage.lease_ms = now_ms + run_lease_ms
+rcall('HSET', doc_key, 's:' .. task_name, cjson.encode(stage))
+rcall('EXPIRE', doc_key, ttl_seconds)
+return {'ok', tostring(stage.attempt), fetched[2] or '{}'}
