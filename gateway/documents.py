@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class StageStatus(str, Enum):
+class StageStatus(StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUCCESS = "SUCCESS"
@@ -127,9 +127,7 @@ def document(task_id: str, fields: dict[str, str]) -> dict[str, Any]:
             name = field[len(STAGE_FIELD) :]
             states[name] = json.loads(value)
     for name in sorted(states, key=lambda n: (states[n].get("created_ms", 0), n)):
-        stages[name] = stage_record(
-            name, states[name], fields.get(INPUT_FIELD + name), fields.get(OUTPUT_FIELD + name)
-        )
+        stages[name] = stage_record(name, states[name], fields.get(INPUT_FIELD + name), fields.get(OUTPUT_FIELD + name))
 
     latest = states.get(meta.get("last_task_name", ""))
     callback_status = None

@@ -45,17 +45,16 @@ class Queues:
             job_timeout=self.job_timeout,
         )
 
-    def enqueue_delivery(self, task_id: str, task_name: str, delivery_id: str, try_number: int = 1,
-                         delay: float = 0) -> None:
+    def enqueue_delivery(
+        self, task_id: str, task_name: str, delivery_id: str, try_number: int = 1, delay: float = 0
+    ) -> None:
         """One job per delivery try; a later try waits ``delay`` seconds in RQ's scheduler."""
         queue = self.get(CALLBACK_QUEUE)
         job_id = f"dlv-{delivery_id}-{try_number}"
         args = (task_id, task_name, delivery_id, try_number)
         if delay > 0:
             try:
-                queue.enqueue_in(
-                    timedelta(seconds=delay), "gateway.jobs.deliver", *args, job_id=job_id, unique=True
-                )
+                queue.enqueue_in(timedelta(seconds=delay), "gateway.jobs.deliver", *args, job_id=job_id, unique=True)
             except DuplicateJobError:
                 pass
             return
@@ -63,8 +62,9 @@ class Queues:
 
     def _enqueue(self, queue: Queue, func: str, args: tuple, *, job_id: str, job_timeout: int) -> None:
         try:
-            queue.enqueue(func, *args, job_id=job_id, job_timeout=job_timeout, unique=True,
-                          result_ttl=600, failure_ttl=86400)
+            queue.enqueue(
+                func, *args, job_id=job_id, job_timeout=job_timeout, unique=True, result_ttl=600, failure_ttl=86400
+            )
         except DuplicateJobError:
             # The same run or try is already queued: exactly what we wanted.
             pass

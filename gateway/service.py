@@ -40,15 +40,11 @@ def create_response(verdict: Verdict) -> dict[str, Any]:
         "task_id": verdict.task_id,
         "status": "completed" if completed else "pending",
         "message": MESSAGES[verdict.state],
-        "reuse_info": documents.reuse_info(
-            verdict.task_name, verdict.state, verdict.input_matches, verdict.cached_ms
-        ),
+        "reuse_info": documents.reuse_info(verdict.task_name, verdict.state, verdict.input_matches, verdict.cached_ms),
         "callback_status": "queued" if verdict.delivery_id else None,
     }
     if completed:
-        body["result"] = documents.stage_view(
-            verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json
-        )
+        body["result"] = documents.stage_view(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
     return body
 
 

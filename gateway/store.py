@@ -90,9 +90,7 @@ class Store:
 
     # -- writes, each one script -------------------------------------------------
 
-    def claim(
-        self, task_id: str, task_name: str, input_data: dict, callback_url: str | None
-    ) -> Verdict:
+    def claim(self, task_id: str, task_name: str, input_data: dict, callback_url: str | None) -> Verdict:
         """Decide the reuse verdict and write what it needs, in one script call."""
         input_json = documents.canonical_json(input_data)
         request_json = documents.canonical_json(
@@ -222,9 +220,7 @@ class Store:
     def retry(self, task_id: str) -> tuple[str, list[str]]:
         """Claim every FAILED stage again; returns (token, task names)."""
         token = uuid.uuid4().hex
-        result = self.scripts(
-            "retry_task", [keys.task_document(task_id)], [token, self.queue_lease_ms, self.ttl]
-        )
+        result = self.scripts("retry_task", [keys.task_document(task_id)], [token, self.queue_lease_ms, self.ttl])
         if result[0] == "missing":
             raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
         return token, list(result[1:])

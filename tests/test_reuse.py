@@ -8,7 +8,11 @@ ECHO = "demo.echo"
 
 
 def create(client, task_id, task_name=ECHO, input_data=None, callback=None):
-    body = {"task_name": task_name, "task_id": task_id, "input_data": input_data if input_data is not None else {"x": 1}}
+    body = {
+        "task_name": task_name,
+        "task_id": task_id,
+        "input_data": input_data if input_data is not None else {"x": 1},
+    }
     if callback is not None:
         body["callback"] = callback
     return client.post("/v1/tasks", json=body)
