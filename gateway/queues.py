@@ -7,7 +7,9 @@ RQ 3.0 would otherwise run a job twice when its id is enqueued twice.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from redis import Redis
 
 CALLBACK_QUEUE = "callbacks"
+# One delivery try is one HTTP request with its own timeout; this is only a backstop.
+DELIVERY_JOB_TIMEOUT = 300
 
 
 class Queues:
@@ -49,22 +53,35 @@ class Queues:
         self, task_id: str, task_name: str, delivery_id: str, try_number: int = 1, delay: float = 0
     ) -> None:
         """One job per delivery try; a later try waits ``delay`` seconds in RQ's scheduler."""
-        queue = self.get(CALLBACK_QUEUE)
-        job_id = f"dlv-{delivery_id}-{try_number}"
-        args = (task_id, task_name, delivery_id, try_number)
+        due = None
         if delay > 0:
-            try:
-                queue.enqueue_in(timedelta(seconds=delay), "gateway.jobs.deliver", *args, job_id=job_id, unique=True)
-            except DuplicateJobError:
-                pass
-            return
-        self._enqueue(queue, "gateway.jobs.deliver", args, job_id=job_id, job_timeout=300)
+            # RQ's scheduler keeps whole seconds and truncates; rounding up keeps the wait
+            # at least ``delay`` (a receiver's Retry-After is a promise to keep).
+            due = datetime.fromtimestamp(math.ceil(time.time() + delay), UTC)
+        self._enqueue(
+            self.get(CALLBACK_QUEUE),
+            "gateway.jobs.deliver",
+            (task_id, task_name, delivery_id, try_number),
+            job_id=f"dlv-{delivery_id}-{try_number}",
+            job_timeout=DELIVERY_JOB_TIMEOUT,
+            due=due,
+        )
 
-    def _enqueue(self, queue: Queue, func: str, args: tuple, *, job_id: str, job_timeout: int) -> None:
+    def _enqueue(
+        self, queue: Queue, func: str, args: tuple, *, job_id: str, job_timeout: int, due: datetime | None = None
+    ) -> None:
+        options = {
+            "job_id": job_id,
+            "job_timeout": job_timeout,
+            "unique": True,
+            "result_ttl": 600,
+            "failure_ttl": 86400,
+        }
         try:
-            queue.enqueue(
-                func, *args, job_id=job_id, job_timeout=job_timeout, unique=True, result_ttl=600, failure_ttl=86400
-            )
+            if due is None:
+                queue.enqueue(func, *args, **options)
+            else:
+                queue.enqueue_at(due, func, *args, **options)
         except DuplicateJobError:
             # The same run or try is already queued: exactly what we wanted.
             pass

@@ -36,3 +36,13 @@ def not_json(input_data: dict, ctx) -> dict:
 @task("testing.huge")
 def huge(input_data: dict, ctx) -> dict:
     return {"blob": "x" * int(input_data["size"])}
+
+
+def _register_stage(number: int) -> None:
+    @task(f"testing.stage_{number:02d}")
+    def stage(input_data: dict, ctx) -> dict:
+        return input_data
+
+
+for _number in range(50):
+    _register_stage(_number)

@@ -1,0 +1,212 @@
+"""Reading, cancel/delete/retry, handler failures, and the operator's commands."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from gateway import create_app, scripts
+from tests.conftest import base_config
+from tests.test_reuse import create, stage
+
+
+def test_supported_tasks_are_grouped_by_node(client):
+    body = client.get("/v1/tasks/supported-tasks").json
+    assert body["nodes"]["demo"] == ["demo.echo", "demo.fail", "demo.sleep"]
+    assert "testing.count" in body["nodes"]["testing"]
+    assert "demo.echo" in body["tasks"]
+
+
+def test_health_reports_ok(client):
+    body = client.get("/v1/tasks/health").json
+    assert body["status"] == "ok"
+    assert body["redis"] == "ok"
+
+
+def test_result_of_one_stage_is_the_single_stage_view(client, work, task_id):
+    create(client, task_id, "demo.echo", {"q": 1})
+    work()
+    view = client.get(f"/v1/tasks/{task_id}/result?task_name=demo.echo").json
+    assert view == {
+        "task_name": "demo.echo", "status": "SUCCESS", "input_params": {"q": 1}, "output": {"q": 1},
+        "error": None, "duration": view["duration"],
+    }  # fmt: skip
+    assert client.get(f"/v1/tasks/{task_id}/result").json == client.get(f"/v1/tasks/{task_id}/status").json
+
+
+def test_document_describes_the_latest_request(client, work, task_id, receiver):
+    create(client, task_id, "demo.echo", {"first": True})
+    work()
+    create(client, task_id, "demo.fail", {"second": True}, callback=receiver.url())
+    document = client.get(f"/v1/tasks/{task_id}/status").json
+    assert document["workflow_id"] == task_id
+    assert document["status"] == "pending"
+    assert document["input_params"] == {
+        "task_name": "demo.fail", "input_data": {"second": True}, "callback_url": receiver.url(),
+    }  # fmt: skip
+    assert document["callback_status"] == "queued"
+    work()
+    receiver.wait_for(1)
+    document = client.get(f"/v1/tasks/{task_id}/status").json
+    assert document["status"] == "failed"
+    assert document["callback_status"] == "sent"
+    assert document["created_at"] <= document["updated_at"]
+
+
+def test_task_id_is_generated_when_absent(client):
+    response = client.post("/v1/tasks", json={"task_name": "demo.echo", "input_data": {}})
+    task_id = response.json["task_id"]
+    assert task_id.startswith("task-") and len(task_id) == 41
+    assert client.get(f"/v1/tasks/{task_id}/status").status_code == 200
+
+
+def test_document_expires_after_ttl_and_late_writes_do_not_revive_it(make_app, task_id, receiver):
+    import time
+
+    from gateway.worker import build_worker
+
+    app = make_app(TASK_TTL_SECONDS=1)
+    client = app.test_client()
+    create(client, task_id, "demo.echo", callback=receiver.url())
+    time.sleep(1.5)
+    assert client.get(f"/v1/tasks/{task_id}/status").status_code == 404
+    with app.app_context():  # the run and its delivery come too late
+        build_worker().work(burst=True, logging_level="WARNING")
+    assert client.get(f"/v1/tasks/{task_id}/status").status_code == 404
+    assert receiver.requests == []
+
+
+def test_cancel_ends_live_stages_failed_and_tells_subscribers(client, work, task_id, receiver, run_log):
+    create(client, task_id, "demo.echo")
+    work()
+    create(client, task_id, "testing.count", {"log": run_log.path}, callback=receiver.url())
+    response = client.delete(f"/v1/tasks/{task_id}")
+    assert response.status_code == 200
+    assert response.json == {"task_id": task_id, "cancelled": ["testing.count"]}
+    cancelled = stage(client, task_id, "testing.count")
+    assert cancelled["status"] == "FAILED"
+    assert cancelled["error"] == "cancelled"
+    work()  # the queued run finds its claim void and does nothing
+    assert run_log.lines() == []
+    [delivered] = receiver.wait_for(1)
+    assert delivered["json"]["status"] == "failed"
+    assert stage(client, task_id, "demo.echo")["status"] == "SUCCESS"
+
+
+def test_delete_refuses_live_stages_unless_forced(client, work, task_id):
+    create(client, task_id, "demo.echo")
+    response = client.post(f"/v1/tasks/{task_id}/delete", json={"force": False})
+    assert response.status_code == 409
+    assert response.json["error"]["code"] == "task_busy"
+    assert response.json["error"]["details"]["stages"] == ["demo.echo"]
+    assert client.post(f"/v1/tasks/{task_id}/delete", json={"force": True}).json == {
+        "task_id": task_id, "deleted": True,
+    }  # fmt: skip
+    assert client.get(f"/v1/tasks/{task_id}/status").status_code == 404
+    work()  # the orphaned run must not recreate the document
+    assert client.get(f"/v1/tasks/{task_id}/status").status_code == 404
+
+
+def test_delete_without_body_deletes_finished_task(client, work, task_id):
+    create(client, task_id, "demo.echo")
+    work()
+    assert client.post(f"/v1/tasks/{task_id}/delete").status_code == 200
+    assert client.get(f"/v1/tasks/{task_id}/status").status_code == 404
+
+
+def test_retry_reruns_failed_stages_in_place(client, work, task_id):
+    create(client, task_id, "demo.echo")
+    create(client, task_id, "demo.fail", {"message": "x"})
+    work()
+    response = client.post(f"/v1/tasks/{task_id}/retry")
+    assert response.json == {"task_id": task_id, "retried": ["demo.fail"]}
+    assert stage(client, task_id, "demo.fail")["status"] == "PENDING"
+    assert stage(client, task_id, "demo.fail")["attempt"] == 2
+    work()
+    assert stage(client, task_id, "demo.fail")["status"] == "FAILED"
+    assert stage(client, task_id, "demo.echo")["attempt"] == 1
+
+
+def test_handler_results_that_are_not_json_objects_fail_the_stage(make_app, work, task_id):
+    app = make_app(MAX_OUTPUT_BYTES=1000)
+    client = app.test_client()
+    create(client, task_id, "testing.not_a_dict")
+    create(client, task_id, "testing.not_json")
+    create(client, task_id, "testing.huge", {"size": 2000})
+    work(app)
+    document = client.get(f"/v1/tasks/{task_id}/status").json["stages"]
+    assert document["testing.not_a_dict"]["status"] == "FAILED"
+    assert "expected a JSON object" in document["testing.not_a_dict"]["error"]
+    assert "not JSON" in document["testing.not_json"]["error"]
+    assert "more than the limit of 1000" in document["testing.huge"]["error"]
+
+
+def test_running_stage_lease_is_renewed_by_the_heartbeat(make_app, task_id, run_log):
+    """A run longer than its lease stays alive: a new request is a running hit."""
+    import threading
+    import time
+
+    from gateway.worker import build_worker
+
+    app = make_app(RUN_LEASE_SECONDS=0.3)
+    client = app.test_client()
+    create(client, task_id, "testing.count", {"log": run_log.path, "seconds": 1.2})
+
+    responses = []
+
+    def ask_later():
+        time.sleep(0.9)  # three leases long, while the handler runs
+        responses.append(create(client, task_id, "testing.count", {"log": run_log.path, "seconds": 1.2}))
+
+    asker = threading.Thread(target=ask_later)
+    asker.start()
+    with app.app_context():  # RQ's worker needs the main thread for its signal handlers
+        build_worker().work(burst=True, logging_level="WARNING")
+    asker.join()
+    assert responses[0].json["reuse_info"]["state"] == "running"
+    assert len(run_log.lines()) == 1
+
+
+def test_scripts_cli_load_and_check(redis_server):
+    app = create_app(base_config(redis_server, 0))
+    runner = app.test_cli_runner()
+    redis.Redis(port=redis_server.port).script_flush()
+    missing = runner.invoke(args=["scripts", "check"])
+    assert missing.exit_code != 0
+    assert "flask --app wsgi scripts load" in missing.output
+    loaded = runner.invoke(args=["scripts", "load"])
+    assert loaded.exit_code == 0
+    for name in scripts.read_sources():
+        assert name in loaded.output
+    checked = runner.invoke(args=["scripts", "check"])
+    assert checked.exit_code == 0, checked.output
+    assert "MISSING" not in checked.output
+
+
+def test_evalsha_only_user_needs_loaded_scripts(redis_server, task_id):
+    admin = redis.Redis(port=redis_server.port)
+    rules = ["+@all", "-@scripting", "+evalsha", "+script|exists"]
+    if int(admin.info("server")["redis_version"].split(".")[0]) >= 7:
+        rules.append("+evalsha_ro")  # EVALSHA_RO exists from Redis 7 on
+    admin.execute_command("ACL", "SETUSER", "gateway", "reset", "on", ">secret-pass", "~*", "&*", *rules)
+    restricted_url = f"redis://gateway:secret-pass@127.0.0.1:{redis_server.port}/0"
+    app = create_app({**base_config(redis_server, 0), "REDIS_URL": restricted_url,
+                      "QUEUE_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0"})  # fmt: skip
+    client = app.test_client()
+    body = {"task_name": "demo.echo", "task_id": task_id, "input_data": {}}
+    try:
+        admin.script_flush()
+        response = client.post("/v1/tasks", json=body)
+        assert response.status_code == 503
+        assert response.json["error"]["code"] == "scripts_not_loaded"
+        assert "flask --app wsgi scripts load" in response.json["error"]["message"]
+        # The restricted user can neither load them nor fall back to EVAL.
+        restricted = redis.Redis.from_url(restricted_url)
+        for command in (("EVAL", "return 1", 0), ("SCRIPT", "LOAD", "return 1")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                restricted.execute_command(*command)
+        scripts.load_all(admin)
+        assert client.post("/v1/tasks", json=body).status_code == 202
+        assert client.post("/v1/tasks", json=body).json["reuse_info"]["state"] == "pending"
+    finally:
+        admin.acl_deluser("gateway")
