@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -20,31 +20,21 @@ from standardwebhooks import Webhook
 
 from gateway import __version__, documents, urlpolicy
 
-if TYPE_CHECKING:
-    from gateway.store import Delivery
-
 USER_AGENT = f"SingleTaskGateway/{__version__}"
 
 
-def payload(delivery: Delivery) -> dict[str, Any]:
-    """The callback body: the stage's result and the reuse_info its request received."""
-    entry = delivery.entry
-    view = documents.stage_view(delivery.task_name, delivery.state, delivery.input_json, delivery.output_json)
+def payload(task_id: str, task_name: str, entry: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """The callback body: the result as it was when the delivery became due, and the
+    reuse_info that the request which asked for this delivery received."""
     info = None
     if entry.get("reuse"):
-        # A request that was answered from an existing stage; the request that started
-        # a run (miss or rerun) gets null, as the contract says.
-        info = documents.reuse_info(
-            delivery.task_name,
-            entry["reuse_state"],
-            entry.get("input_matches"),
-            delivery.state.get("finished_ms") if entry["reuse_state"] == "completed" else None,
-        )
+        # Answered from an existing stage; a request that started a run gets null.
+        info = documents.reuse_info(task_name, entry["reuse_state"], entry.get("input_matches"), entry.get("cached_ms"))
     return {
-        "task_id": delivery.task_id,
-        "task_name": delivery.task_name,
-        "status": documents.TASK_STATUS[delivery.state["status"]],
-        "result": view,
+        "task_id": task_id,
+        "task_name": task_name,
+        "status": documents.TASK_STATUS[result["status"]],
+        "result": result,
         "reuse_info": info,
         "timestamp": documents.iso(time.time() * 1000),
     }

@@ -48,6 +48,13 @@ def load(app, test_config: dict[str, Any] | None = None) -> None:
         app.config["QUEUE_REDIS_URL"] = app.config["REDIS_URL"]
     app.config["TASK_MODULES"] = _split_modules(app.config["TASK_MODULES"])
     app.config["CALLBACK_SIGNING_SECRETS"] = _secrets(app.config["CALLBACK_SIGNING_SECRET"])
+    if app.config["TASK_TTL_SECONDS"] < app.config["QUEUE_LEASE_SECONDS"]:
+        app.logger.warning(
+            "GATEWAY_TASK_TTL_SECONDS (%s) is shorter than GATEWAY_QUEUE_LEASE_SECONDS (%s): a document can "
+            "expire while its run waits in the queue, and that run and its callbacks are then dropped",
+            app.config["TASK_TTL_SECONDS"],
+            app.config["QUEUE_LEASE_SECONDS"],
+        )
 
 
 def _split_modules(value: str | list[str]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from flask import current_app, has_app_context
 
-from gateway import callbacks, tasks
+from gateway import callbacks, documents, tasks
 from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.queues import get_queues
 from gateway.store import get_store
@@ -81,14 +81,21 @@ def _output_json(output: object, max_bytes: int) -> str:
     return text
 
 
+def safe_text(text: str, limit: int = 2000) -> str:
+    """Text that Redis can store: UTF-8-encodable (a lone surrogate from a caller's input
+    would make redis-py fail) and bounded."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def run_stage(task_id: str, task_name: str, token: str) -> str:
     """Run one claimed stage: RUNNING, handler with heartbeat, SUCCESS or FAILED, callbacks."""
     with _app_context():
         store = get_store()
         try:
-            attempt, input_data = store.start(task_id, task_name, token)
+            attempt, input_json = store.start(task_id, task_name, token)
         except (ClaimLost, DocumentGone) as error:
-            return f"skipped: {type(error).__name__}"
+            return f"skipped: {type(error).__name__} {error}"
 
         handler = tasks.get_handler(task_name)
         context = tasks.TaskContext(task_id=task_id, task_name=task_name, attempt=attempt)
@@ -98,36 +105,50 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             try:
                 if handler is None:
                     raise LookupError(f"task {task_name!r} is not registered in this worker")
-                output_json = _output_json(handler(input_data, context), current_app.config["MAX_OUTPUT_BYTES"])
+                output = handler(json.loads(input_json), context)
+                output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
             except Exception as exc:  # the handler's failure is the stage's result
-                error = f"{type(exc).__name__}: {exc}"
+                error = safe_text(f"{type(exc).__name__}: {exc}")
                 log.info("stage %s/%s failed: %s", task_id, task_name, error)
-        duration = time.perf_counter() - started
+        duration = round(time.perf_counter() - started, 6)
 
         try:
             due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
         except (ClaimLost, DocumentGone) as lost:
             return f"discarded: {type(lost).__name__}"
-        queues = get_queues()
-        for delivery_id in due:
-            queues.enqueue_delivery(task_id, task_name, delivery_id)
-        return "FAILED" if error else "SUCCESS"
+        status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
+        result = documents.stage_view(
+            task_name, {"status": status.value, "error": error, "duration": duration}, input_json, output_json
+        )
+        enqueue_deliveries(task_id, task_name, due, result)
+        return status.value
 
 
-def deliver(task_id: str, task_name: str, delivery_id: str, try_number: int) -> str:
+def enqueue_deliveries(task_id: str, task_name: str, delivery_ids: list[str], result: dict) -> None:
+    """Queue the deliveries that just became due, each carrying the result as it is now:
+    a rerun that starts before a delivery is made must not change what it reports."""
+    if not delivery_ids:
+        return
+    result_json = json.dumps(result, separators=(",", ":"))
+    queues = get_queues()
+    for delivery_id in delivery_ids:
+        queues.enqueue_delivery(task_id, task_name, delivery_id, result_json)
+
+
+def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:
     """Make one try of one delivery, record it, and schedule the next try if needed."""
     with _app_context():
         config = current_app.config
         store = get_store()
-        delivery = store.delivery(task_id, task_name, delivery_id)
-        if delivery is None:
+        entry = store.delivery_record(task_id, task_name, delivery_id)
+        if entry is None:
             return "gone"
-        if delivery.entry["status"] != "queued" or delivery.entry.get("attempts", 0) >= try_number:
+        if entry["status"] != "queued" or entry.get("attempts", 0) >= try_number:
             return "already done"  # a duplicate job for a try that was made
 
-        body = callbacks.dumps(callbacks.payload(delivery))
+        body = callbacks.dumps(callbacks.payload(task_id, task_name, entry, json.loads(result_json)))
         outcome = callbacks.post(
-            delivery.entry["url"],
+            entry["url"],
             body,
             callbacks.headers(delivery_id, body, config["CALLBACK_SIGNING_SECRETS"]),
             timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
@@ -148,11 +169,11 @@ def deliver(task_id: str, task_name: str, delivery_id: str, try_number: int) -> 
             status=status,
             attempts=try_number,
             status_code=outcome.status_code,
-            error=outcome.error,
+            error=safe_text(outcome.error) if outcome.error else None,
         )
         if status == "queued":
             delay = float(intervals[try_number - 1])
             if outcome.retry_after is not None:
                 delay = max(delay, min(outcome.retry_after, float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"])))
-            get_queues().enqueue_delivery(task_id, task_name, delivery_id, try_number + 1, delay=delay)
+            get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)
         return status

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
-from rq import Queue
+from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 
 from gateway import store, tasks
@@ -47,10 +47,13 @@ class Queues:
             (task_id, task_name, token),
             job_id=f"run-{token}-{task_name.replace('.', '_')}",
             job_timeout=self.job_timeout,
+            # A Redis error before the handler ran (or while finishing) fails the job;
+            # the claim stays valid, so trying again resumes the same run.
+            retry=Retry(max=3, interval=[1, 5, 30]),
         )
 
     def enqueue_delivery(
-        self, task_id: str, task_name: str, delivery_id: str, try_number: int = 1, delay: float = 0
+        self, task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1, delay: float = 0
     ) -> None:
         """One job per delivery try; a later try waits ``delay`` seconds in RQ's scheduler."""
         due = None
@@ -61,21 +64,32 @@ class Queues:
         self._enqueue(
             self.get(CALLBACK_QUEUE),
             "gateway.jobs.deliver",
-            (task_id, task_name, delivery_id, try_number),
+            (task_id, task_name, delivery_id, result_json, try_number),
             job_id=f"dlv-{delivery_id}-{try_number}",
             job_timeout=DELIVERY_JOB_TIMEOUT,
             due=due,
+            result_ttl=0,  # the job carries a copy of the result: drop it once done
         )
 
     def _enqueue(
-        self, queue: Queue, func: str, args: tuple, *, job_id: str, job_timeout: int, due: datetime | None = None
+        self,
+        queue: Queue,
+        func: str,
+        args: tuple,
+        *,
+        job_id: str,
+        job_timeout: int,
+        due: datetime | None = None,
+        result_ttl: int = 600,
+        retry: Retry | None = None,
     ) -> None:
         options = {
             "job_id": job_id,
             "job_timeout": job_timeout,
             "unique": True,
-            "result_ttl": 600,
+            "result_ttl": result_ttl,
             "failure_ttl": 86400,
+            "retry": retry,
         }
         try:
             if due is None:

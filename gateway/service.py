@@ -6,9 +6,14 @@ verdict. Nothing here touches Redis keys or makes HTTP calls.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from gateway import documents
+from gateway.exceptions import ClaimLost, DocumentGone
+from gateway.jobs import enqueue_deliveries
 from gateway.queues import get_queues
 from gateway.store import Verdict, get_store
 
@@ -25,13 +30,23 @@ MESSAGES = {
 
 def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None) -> tuple[dict, int]:
     """Claim the stage, start what the verdict asks for, and build the response body."""
-    verdict = get_store().claim(task_id, task_name, input_data, callback)
-    queues = get_queues()
+    store = get_store()
+    verdict = store.claim(task_id, task_name, input_data, callback)
+    body = create_response(verdict)
     if not verdict.hit:
-        queues.enqueue_run(task_id, task_name, verdict.token)
+        try:
+            get_queues().enqueue_run(task_id, task_name, verdict.token)
+        except RedisError as error:
+            # Without its job the claimed run would look alive for a whole queue lease:
+            # end it FAILED now (best effort; the store may be down too) and answer 503.
+            with contextlib.suppress(RedisError, ClaimLost, DocumentGone):
+                store.finish(
+                    task_id, task_name, verdict.token, output_json=None, error=f"not queued: {error}", duration=0
+                )
+            raise
     elif verdict.delivery_due:
-        queues.enqueue_delivery(task_id, task_name, verdict.delivery_id)
-    return create_response(verdict), 200 if verdict.state == "completed" else 202
+        enqueue_deliveries(task_id, task_name, [verdict.delivery_id], body["result"])
+    return body, 200 if verdict.state == "completed" else 202
 
 
 def create_response(verdict: Verdict) -> dict[str, Any]:
@@ -50,10 +65,11 @@ def create_response(verdict: Verdict) -> dict[str, Any]:
 
 def cancel_task(task_id: str) -> dict[str, Any]:
     cancelled, due = get_store().cancel(task_id)
-    queues = get_queues()
-    for task_name, delivery_id in due:
-        queues.enqueue_delivery(task_id, task_name, delivery_id)
-    return {"task_id": task_id, "cancelled": cancelled}
+    for task_name, input_json in cancelled.items():
+        state = {"status": documents.StageStatus.FAILED.value, "error": "cancelled", "duration": None}
+        result = documents.stage_view(task_name, state, input_json, None)
+        enqueue_deliveries(task_id, task_name, [d for name, d in due if name == task_name], result)
+    return {"task_id": task_id, "cancelled": sorted(cancelled)}
 
 
 def retry_task(task_id: str) -> dict[str, Any]:

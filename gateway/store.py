@@ -66,18 +66,6 @@ class Verdict:
         return self.stage.get("finished_ms") if self.state == "completed" else None
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """Everything a callback delivery needs, read from the document."""
-
-    task_id: str
-    task_name: str
-    entry: dict[str, Any]
-    state: dict[str, Any]
-    input_json: str | None
-    output_json: str | None
-
-
 class Store:
     def __init__(self, client: redis.Redis, config: dict[str, Any]) -> None:
         self.client = client
@@ -135,15 +123,15 @@ class Store:
             delivery_due=due == "1",
         )
 
-    def start(self, task_id: str, task_name: str, token: str) -> tuple[int, dict]:
-        """Mark the run RUNNING; returns (attempt, input_data). Raises ClaimLost/DocumentGone."""
+    def start(self, task_id: str, task_name: str, token: str) -> tuple[int, str]:
+        """Mark the run RUNNING; returns (attempt, input JSON). Raises ClaimLost/DocumentGone."""
         result = self.scripts(
             "start_run",
             [keys.task_document(task_id)],
             [task_name, token, self.run_lease_ms, self.ttl],
         )
         _raise_unless_ok(result[0])
-        return int(result[1]), json.loads(result[2])
+        return int(result[1]), result[2]
 
     def renew(self, task_id: str, task_name: str, token: str) -> bool:
         """Extend a RUNNING run's lease; False once its claim is gone."""
@@ -192,19 +180,19 @@ class Store:
         )
         return recorded == 1
 
-    def cancel(self, task_id: str) -> tuple[list[str], list[tuple[str, str]]]:
-        """Cancel live stages; returns (cancelled task names, (task_name, delivery_id) due)."""
+    def cancel(self, task_id: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        """Cancel live stages; returns ({task_name: input JSON}, [(task_name, delivery_id) due])."""
         result = self.scripts("cancel_task", [keys.task_document(task_id)], [self.ttl])
         if result[0] == "missing":
             raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
-        cancelled, due = [], []
+        cancelled, due = {}, []
         triples = result[1:]
         for i in range(0, len(triples), 3):
-            kind, task_name, delivery_id = triples[i : i + 3]
+            kind, task_name, value = triples[i : i + 3]
             if kind == "stage":
-                cancelled.append(task_name)
+                cancelled[task_name] = value
             else:
-                due.append((task_name, delivery_id))
+                due.append((task_name, value))
         return cancelled, due
 
     def delete(self, task_id: str, *, force: bool) -> None:
@@ -252,28 +240,19 @@ class Store:
             fields.get(documents.OUTPUT_FIELD + task_name),
         )
 
-    def delivery(self, task_id: str, task_name: str, delivery_id: str) -> Delivery | None:
-        """What a delivery job needs, or None when the document or record is gone."""
-        stage_json, input_json, output_json = self.client.hmget(
-            keys.task_document(task_id),
-            documents.STAGE_FIELD + task_name,
-            documents.INPUT_FIELD + task_name,
-            documents.OUTPUT_FIELD + task_name,
-        )
+    def delivery_record(self, task_id: str, task_name: str, delivery_id: str) -> dict[str, Any] | None:
+        """The callback record of one delivery, or None when it (or its document) is gone."""
+        stage_json = self.client.hget(keys.task_document(task_id), documents.STAGE_FIELD + task_name)
         if stage_json is None:
             return None
-        state = json.loads(stage_json)
-        entry = documents.find_callback(state, delivery_id)
-        if entry is None:
-            return None
-        return Delivery(task_id, task_name, entry, state, input_json, output_json)
+        return documents.find_callback(json.loads(stage_json), delivery_id)
 
 
 def _raise_unless_ok(outcome: str) -> None:
     if outcome == "gone":
         raise DocumentGone()
-    if outcome == "superseded":
-        raise ClaimLost()
+    if outcome in ("superseded", "running"):
+        raise ClaimLost(outcome)
 
 
 def connect(url: str, config: dict[str, Any], *, decode_responses: bool) -> redis.Redis:

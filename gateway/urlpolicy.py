@@ -61,6 +61,8 @@ def check_url(url: str, *, allow_private: bool) -> None:
     """Refuse a callback URL on its text alone; raises UrlRefused with the reason."""
     if len(url) > MAX_URL_LENGTH:
         raise UrlRefused(f"callback URL is longer than {MAX_URL_LENGTH} characters")
+    if not url.isprintable():  # control characters, and lone surrogates Redis could not store
+        raise UrlRefused("callback URL contains control or unencodable characters")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -9,7 +9,7 @@
 
   Output: array
     [1] "ok" | "missing"
-    [2..] triples: ("stage", task_name, "") for each cancelled stage and
+    [2..] triples: ("stage", task_name, stored input JSON) for each cancelled stage and
           ("delivery", task_name, delivery id) for each subscriber now due
 ]]
 local rcall = redis.call
@@ -46,10 +46,15 @@ for i = 1, #fields, 2 do
       end
       result[#result + 1] = 'stage'
       result[#result + 1] = task_name
-      result[#result + 1] = ''
+      result[#result + 1] = rcall('HGET', doc_key, 'i:' .. task_name) or '{}'
       rcall('HSET', doc_key, field, cjson.encode(stage))
     end
   end
+end
+if #result > 1 then
+  local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
+  meta.updated_ms = now_ms
+  rcall('HSET', doc_key, 'meta', cjson.encode(meta))
 end
 rcall('EXPIRE', doc_key, ttl_seconds)
 return result

@@ -119,6 +119,7 @@ if callback_url ~= '' then
       created_ms = now_ms, updated_ms = now_ms,
     }
     if input_matches ~= '' then entry.input_matches = (input_matches == '1') end
+    if state == 'completed' then entry.cached_ms = stage.finished_ms end
     callbacks[#callbacks + 1] = entry
     my_delivery = delivery_id
     if state == 'completed' then due_now = '1' end

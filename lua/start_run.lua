@@ -10,7 +10,7 @@
 
   Output: array
     [1] "ok" | "gone" (no document) | "superseded" (another claim is current, or the
-        stage already ended)
+        stage already ended) | "running" (this claim runs elsewhere, lease alive)
     [2] attempt number (on "ok")
     [3] stored input JSON of the stage (on "ok")
 ]]
@@ -29,13 +29,13 @@ if not fetched[1] then
   return {'superseded'}
 end
 local stage = cjson.decode(fetched[1])
--- RUNNING with the same token: RQ handed the job out again after its worker died.
-if stage.token ~= token or (stage.status ~= 'PENDING' and stage.status ~= 'RUNNING') then
-  return {'superseded'}
-end
-
 local t = rcall('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if stage.token ~= token then return {'superseded'} end
+-- RUNNING with the same token is taken back only once its lease is over (its worker
+-- died and the job came round again); while alive, a second copy must not run.
+if stage.status == 'RUNNING' and stage.lease_ms > now_ms then return {'running'} end
+if stage.status ~= 'PENDING' and stage.status ~= 'RUNNING' then return {'superseded'} end
 stage.status = 'RUNNING'
 stage.started_ms = now_ms
 stage.lease_ms = now_ms + run_lease_ms

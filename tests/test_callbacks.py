@@ -203,3 +203,31 @@ def test_payload_is_plain_json_with_exact_user_data(client, work, task_id, recei
     work()
     [delivered] = receiver.wait_for(1)
     assert json.loads(delivered["raw"])["result"]["output"] == value
+
+
+def test_due_delivery_keeps_its_result_when_a_rerun_starts_first(client, work, task_id, receiver):
+    """A delivery made after the stage moved on still reports the run it was due for."""
+    from gateway.worker import build_worker
+
+    create(client, task_id, "testing.empty", callback=receiver.url("/first"))
+    with client.application.app_context():
+        build_worker(["testing"]).work(burst=True, logging_level="WARNING")  # run only; delivery waits
+    rerun = create(client, task_id, "testing.empty")  # empty output: the stage runs again
+    assert rerun.json["reuse_info"]["state"] == "empty_output"
+    assert stage(client, task_id, "testing.empty")["status"] == "PENDING"
+    with client.application.app_context():
+        build_worker(["callbacks"]).work(burst=True, logging_level="WARNING")
+    [delivered] = receiver.wait_for(1)
+    assert delivered["json"]["status"] == "completed"
+    assert delivered["json"]["result"]["status"] == "SUCCESS"
+    assert delivered["json"]["result"]["output"] == {}
+
+
+def test_handler_error_with_a_lone_surrogate_still_fails_the_stage(client, work, task_id, receiver):
+    create(client, task_id, "demo.fail", {"message": "bad \ud800 news"}, callback=receiver.url())
+    work()
+    failed = stage(client, task_id, "demo.fail")
+    assert failed["status"] == "FAILED"
+    assert failed["error"] == "RuntimeError: bad \\ud800 news"
+    [delivered] = receiver.wait_for(1)
+    assert delivered["json"]["status"] == "failed"

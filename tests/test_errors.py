@@ -187,3 +187,15 @@ def test_too_many_waiting_callbacks_is_409(make_app):
         assert client.post("/v1/tasks", json=body).status_code == 202
     response = client.post("/v1/tasks", json={**VALID, "callback": "http://127.0.0.1:9/2"})
     assert_error(response, 409, "too_many_callbacks")
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400"])
+def test_number_beyond_a_double_is_400(client, number):
+    raw = '{"task_name": "demo.echo", "input_data": {"x": ' + number + "}}"
+    error = assert_error(client.post("/v1/tasks", data=raw, content_type="application/json"), 400, "validation_error")
+    assert "out of range" in error["details"]["body"][0]
+
+
+@pytest.mark.parametrize("url", ["https://example.org/\ud800", "https://example.org/a\nb"])
+def test_callback_with_unencodable_or_control_characters_is_400(client, url):
+    assert_error(client.post("/v1/tasks", json={**VALID, "callback": url}), 400, "validation_error", "callback")

@@ -195,3 +195,26 @@ def test_user_data_round_trips_exactly(client, work, task_id, value):
         hit = create(client, task_id, ECHO, value).json
         assert hit["result"]["output"] == value
         assert type(hit["result"]["output"]) is dict
+
+
+def test_a_second_copy_of_a_running_job_does_not_run(app, client, task_id, run_log):
+    """RQ may hand a job out twice; while the first copy's lease is alive the second skips."""
+    from gateway.jobs import run_stage
+    from gateway.store import get_store
+
+    create(client, task_id, "testing.count", {"log": run_log.path})
+    token = stage_state(app, task_id, "testing.count")["token"]
+    with app.app_context():
+        get_store().start(task_id, "testing.count", token)  # the first copy is running
+        assert run_stage(task_id, "testing.count", token).startswith("skipped")
+    assert run_log.lines() == []
+
+
+def stage_state(app, task_id, task_name):
+    import json
+
+    from gateway import keys
+    from gateway.store import get_redis
+
+    with app.app_context():
+        return json.loads(get_redis().hget(keys.task_document(task_id), f"s:{task_name}"))

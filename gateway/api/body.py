@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from flask import current_app, request
@@ -13,6 +14,14 @@ from gateway.exceptions import ValidationFailed
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON but no double: it would become inf, which JSON cannot carry back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range for a double")
+    return value
 
 
 def _depth(value: Any) -> int:
@@ -37,7 +46,7 @@ def json_body(*, required: bool = True) -> Any:
     if not request.is_json:
         raise UnsupportedMediaType("Content-Type must be application/json.")
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant)
+        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValidationFailed("The request body is nested too deeply.", {"body": ["too deeply nested"]}) from None
     except (ValueError, UnicodeDecodeError) as error:
