@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The application factory: config, store, queues, task registry, API, CLI."""
-    from gateway import api, config, queues, scripts, store, tasks, worker
+    from gateway import api, config, queues, scripts, store, sweeper, tasks, worker
 
     app = Flask(__name__)
     config.load(app, test_config)
@@ -23,4 +23,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     api.init_app(app)
     app.cli.add_command(scripts.scripts_cli)
     app.cli.add_command(worker.worker_command)
+    app.cli.add_command(sweeper.sweep_command)
     return app

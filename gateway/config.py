@@ -23,6 +23,12 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CALLBACKS_PER_STAGE": 100,
     "TASK_MODULES": "",
     "RUN_LEASE_SECONDS": 60,
+    # Runs lost (lease over without an end) before a stage ends FAILED instead of rerunning.
+    "MAX_ATTEMPTS": 3,
+    # How often each worker's sweeper looks for lost runs and lost deliveries.
+    "SWEEP_INTERVAL_SECONDS": 2.0,
+    # A delivery try not recorded this long after its HTTP timeout was lost with its worker.
+    "DELIVERY_GRACE_SECONDS": 30,
     "QUEUE_LEASE_SECONDS": 3600,
     # RQ's hard limit on one handler run.
     "JOB_TIMEOUT_SECONDS": 3600,

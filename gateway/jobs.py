@@ -46,7 +46,15 @@ class _Heartbeat:
     """Renews a RUNNING run's lease every third of the lease while the handler runs."""
 
     def __init__(self, store: Store, task_id: str, task_name: str, token: str) -> None:
-        self._renew = lambda: store.renew(task_id, task_name, token)
+        queues = get_queues()
+
+        def renew() -> bool:
+            if not store.renew(task_id, task_name, token):
+                return False
+            queues.watch_run(task_id, task_name, _lease_check_ms(store))
+            return True
+
+        self._renew = renew
         self._interval = store.run_lease_ms / 3000
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{task_id}", daemon=True)
@@ -81,6 +89,11 @@ def _output_json(output: object, max_bytes: int) -> str:
     return text
 
 
+def _lease_check_ms(store: Store) -> int:
+    """When the sweeper should look at a run if no heartbeat comes: just after its lease."""
+    return int(time.time() * 1000) + store.run_lease_ms + 1000
+
+
 def safe_text(text: str, limit: int = 2000) -> str:
     """Text that Redis can store: UTF-8-encodable (a lone surrogate from a caller's input
     would make redis-py fail) and bounded."""
@@ -97,6 +110,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         except (ClaimLost, DocumentGone) as error:
             return f"skipped: {type(error).__name__} {error}"
 
+        get_queues().watch_run(task_id, task_name, _lease_check_ms(store))
         handler = tasks.get_handler(task_name)
         context = tasks.TaskContext(task_id=task_id, task_name=task_name, attempt=attempt)
         output_json, error = None, None
@@ -116,6 +130,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
         except (ClaimLost, DocumentGone) as lost:
             return f"discarded: {type(lost).__name__}"
+        get_queues().forget_run(task_id, task_name)
         status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
         result = documents.stage_view(
             task_name, {"status": status.value, "error": error, "duration": duration}, input_json, output_json
@@ -171,7 +186,9 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             status_code=outcome.status_code,
             error=safe_text(outcome.error) if outcome.error else None,
         )
-        if status == "queued":
+        if status != "queued":
+            get_queues().forget_delivery(task_id, task_name, delivery_id)
+        else:
             delay = float(intervals[try_number - 1])
             if outcome.retry_after is not None:
                 delay = max(delay, min(outcome.retry_after, float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"])))

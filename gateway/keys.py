@@ -18,3 +18,19 @@ def task_document(task_id: str) -> str:
     opaque JSON that Lua never decodes).
     """
     return f"{PREFIX}:task:{{{task_id}}}"
+
+
+# The two watch lists live in the queue Redis, beside RQ's own keys, and no Lua script
+# touches them: the scripts stay within one task's slot. Each is a sorted set scored by
+# the time (epoch ms) at which the sweeper should look at a member; a member is a hint,
+# and the sweeper checks the document before it acts.
+
+
+def run_watch() -> str:
+    """Runs that are PENDING or RUNNING; member ``<task_id>\\t<task_name>``."""
+    return f"{PREFIX}:watch:runs"
+
+
+def delivery_watch() -> str:
+    """Deliveries that are due; member ``<task_id>\\t<task_name>\\t<delivery_id>``."""
+    return f"{PREFIX}:watch:deliveries"

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
 
-from gateway import store, tasks
+from gateway import keys, store, tasks
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -31,6 +32,11 @@ class Queues:
     def __init__(self, connection: Redis, config: dict[str, Any]) -> None:
         self.connection = connection
         self.job_timeout = int(config["JOB_TIMEOUT_SECONDS"])
+        self.run_lease_ms = int(float(config["RUN_LEASE_SECONDS"]) * 1000)
+        # A delivery try ends within its HTTP timeout; past this it was lost.
+        self.delivery_grace_ms = int(
+            (float(config["CALLBACK_TIMEOUT_SECONDS"]) + float(config["DELIVERY_GRACE_SECONDS"])) * 1000
+        )
         self._queues: dict[str, Queue] = {}
 
     def get(self, name: str) -> Queue:
@@ -39,37 +45,96 @@ class Queues:
             queue = self._queues[name] = Queue(name, connection=self.connection)
         return queue
 
-    def enqueue_run(self, task_id: str, task_name: str, token: str) -> None:
-        """One job per claimed run, on the node's queue."""
+    # -- runs --------------------------------------------------------------------
+
+    def enqueue_run(self, task_id: str, task_name: str, token: str, *, again: bool = False) -> None:
+        """One job per claimed run, on the node's queue; watched before it is enqueued,
+        so that a process dying in between leaves a trace the sweeper finds."""
+        self.watch_run(task_id, task_name, _now_ms() + self.run_lease_ms)
+        job_id = run_job_id(token, task_name)
         self._enqueue(
             self.get(tasks.node_of(task_name)),
             "gateway.jobs.run_stage",
             (task_id, task_name, token),
-            job_id=f"run-{token}-{task_name.replace('.', '_')}",
+            # The sweeper re-enqueues a lost job under a new id: the old one may linger in RQ.
+            job_id=f"{job_id}-{_now_ms()}" if again else job_id,
             job_timeout=self.job_timeout,
             # A Redis error before the handler ran (or while finishing) fails the job;
             # the claim stays valid, so trying again resumes the same run.
             retry=Retry(max=3, interval=[1, 5, 30]),
         )
 
+    def run_job_alive(self, token: str, task_name: str) -> bool:
+        """Whether the run's job is waiting in RQ or was taken by a worker within a lease."""
+        return _job_alive(self.connection, run_job_id(token, task_name), self.run_lease_ms)
+
+    def watch_run(self, task_id: str, task_name: str, check_at_ms: int) -> None:
+        self.connection.zadd(keys.run_watch(), {_member(task_id, task_name): check_at_ms})
+
+    def forget_run(self, task_id: str, task_name: str) -> None:
+        self.connection.zrem(keys.run_watch(), _member(task_id, task_name))
+
+    def due_runs(self, now_ms: int, limit: int) -> list[tuple[str, ...]]:
+        return self._due(keys.run_watch(), now_ms, limit)
+
+    # -- deliveries --------------------------------------------------------------
+
     def enqueue_delivery(
-        self, task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1, delay: float = 0
+        self,
+        task_id: str,
+        task_name: str,
+        delivery_id: str,
+        result_json: str,
+        try_number: int = 1,
+        delay: float = 0,
+        *,
+        again: bool = False,
     ) -> None:
         """One job per delivery try; a later try waits ``delay`` seconds in RQ's scheduler."""
         due = None
+        due_ms = _now_ms()
         if delay > 0:
             # RQ's scheduler keeps whole seconds and truncates; rounding up keeps the wait
             # at least ``delay`` (a receiver's Retry-After is a promise to keep).
             due = datetime.fromtimestamp(math.ceil(time.time() + delay), UTC)
+            due_ms = int(due.timestamp() * 1000)
+        member = _member(task_id, task_name, delivery_id)
+        self.connection.zadd(keys.delivery_watch(), {member: due_ms + self.delivery_grace_ms})
+        job_id = delivery_job_id(delivery_id, try_number)
         self._enqueue(
             self.get(CALLBACK_QUEUE),
             "gateway.jobs.deliver",
             (task_id, task_name, delivery_id, result_json, try_number),
-            job_id=f"dlv-{delivery_id}-{try_number}",
+            job_id=f"{job_id}-{_now_ms()}" if again else job_id,
             job_timeout=DELIVERY_JOB_TIMEOUT,
             due=due,
             result_ttl=0,  # the job carries a copy of the result: drop it once done
         )
+
+    def delivery_job(self, delivery_id: str, try_number: int) -> Job | None:
+        try:
+            return Job.fetch(delivery_job_id(delivery_id, try_number), connection=self.connection)
+        except NoSuchJobError:
+            return None
+
+    def delivery_job_alive(self, job: Job | None) -> bool:
+        return job is not None and _job_alive(self.connection, job.id, self.delivery_grace_ms)
+
+    def watch_delivery_later(self, task_id: str, task_name: str, delivery_id: str) -> None:
+        member = _member(task_id, task_name, delivery_id)
+        self.connection.zadd(keys.delivery_watch(), {member: _now_ms() + self.delivery_grace_ms})
+
+    def forget_delivery(self, task_id: str, task_name: str, delivery_id: str) -> None:
+        self.connection.zrem(keys.delivery_watch(), _member(task_id, task_name, delivery_id))
+
+    def due_deliveries(self, now_ms: int, limit: int) -> list[tuple[str, ...]]:
+        return self._due(keys.delivery_watch(), now_ms, limit)
+
+    # -- shared ------------------------------------------------------------------
+
+    def _due(self, key: str, now_ms: int, limit: int) -> list[tuple[str, ...]]:
+        members = self.connection.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)
+        return [tuple(member.decode().split("\t")) for member in members]
 
     def _enqueue(
         self,
@@ -99,6 +164,40 @@ class Queues:
         except DuplicateJobError:
             # The same run or try is already queued: exactly what we wanted.
             pass
+
+
+def run_job_id(token: str, task_name: str) -> str:
+    return f"run-{token}-{task_name.replace('.', '_')}"
+
+
+def delivery_job_id(delivery_id: str, try_number: int) -> str:
+    return f"dlv-{delivery_id}-{try_number}"
+
+
+def _member(*parts: str) -> str:
+    # Task ids and names cannot hold a tab (their patterns forbid it).
+    return "\t".join(parts)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+_WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+
+
+def _job_alive(connection: Redis, job_id: str, started_within_ms: int) -> bool:
+    try:
+        job = Job.fetch(job_id, connection=connection)
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=False)
+    if status in _WAITING:
+        return True
+    if status == JobStatus.STARTED and job.started_at is not None:
+        started_ms = job.started_at.replace(tzinfo=UTC).timestamp() * 1000
+        return _now_ms() - started_ms < started_within_ms
+    return False
 
 
 def get_queues(app: Flask | None = None) -> Queues:

@@ -133,6 +133,14 @@ class Store:
         _raise_unless_ok(result[0])
         return int(result[1]), result[2]
 
+    def reap(self, task_id: str, task_name: str, max_lost: int) -> list[str]:
+        """Re-claim or fail a run whose lease is over; see ``lua/reap_run.lua`` for the answer."""
+        return self.scripts(
+            "reap_run",
+            [keys.task_document(task_id)],
+            [task_name, uuid.uuid4().hex, max_lost, self.queue_lease_ms, self.ttl],
+        )
+
     def renew(self, task_id: str, task_name: str, token: str) -> bool:
         """Extend a RUNNING run's lease; False once its claim is gone."""
         renewed = self.scripts(

@@ -9,6 +9,7 @@ from rq import SimpleWorker
 
 from gateway import tasks
 from gateway.queues import CALLBACK_QUEUE, get_queues
+from gateway.sweeper import SweeperThread
 
 
 def all_queue_names() -> list[str]:
@@ -37,4 +38,10 @@ def worker_command(queue_names: str | None, burst: bool) -> None:
     names = [name.strip() for name in queue_names.split(",") if name.strip()] if queue_names else None
     worker = build_worker(names)
     current_app.logger.info("worker serving queues: %s", ", ".join(q.name for q in worker.queues))
-    worker.work(burst=burst, with_scheduler=True)
+    sweeper = SweeperThread(current_app._get_current_object())
+    if not burst:
+        sweeper.start()
+    try:
+        worker.work(burst=burst, with_scheduler=True)
+    finally:
+        sweeper.stop()

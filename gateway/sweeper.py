@@ -1,0 +1,142 @@
+"""Finishes what a dead process left: lost runs and lost deliveries.
+
+Each worker runs a sweeper thread (``flask --app wsgi worker``); ``flask --app wsgi
+sweep`` runs one pass. It reads only the members of the two watch lists whose time has
+come (``keys.run_watch``, ``keys.delivery_watch``): the cost grows with the work that is
+overdue, never with the keyspace. Every action is checked against the task document by a
+script or a record, so several sweepers at once do no harm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from gateway import documents
+from gateway.jobs import enqueue_deliveries
+from gateway.queues import get_queues
+from gateway.store import get_store
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+@dataclass
+class SweepReport:
+    runs_checked: int = 0
+    runs_requeued: int = 0
+    runs_rerun: int = 0
+    runs_failed: int = 0
+    deliveries_checked: int = 0
+    deliveries_requeued: int = 0
+    actions: list[str] = field(default_factory=list)
+
+
+def sweep_once() -> SweepReport:
+    """One pass over everything overdue now (in batches of 100 per list)."""
+    report = SweepReport()
+    now_ms = int(time.time() * 1000)
+    queues = get_queues()
+    for task_id, task_name in queues.due_runs(now_ms, BATCH):
+        report.runs_checked += 1
+        _check_run(task_id, task_name, report)
+    for task_id, task_name, delivery_id in queues.due_deliveries(now_ms, BATCH):
+        report.deliveries_checked += 1
+        _check_delivery(task_id, task_name, delivery_id, report)
+    return report
+
+
+def _check_run(task_id: str, task_name: str, report: SweepReport) -> None:
+    queues = get_queues()
+    outcome = get_store().reap(task_id, task_name, int(current_app.config["MAX_ATTEMPTS"]))
+    kind = outcome[0]
+    if kind in ("gone", "ended"):
+        queues.forget_run(task_id, task_name)
+    elif kind == "alive":
+        status, token, lease_ms = outcome[1], outcome[2], int(outcome[3])
+        if status == documents.StageStatus.PENDING and not queues.run_job_alive(token, task_name):
+            # Claimed, but its job never reached RQ or was lost there.
+            queues.enqueue_run(task_id, task_name, token, again=True)
+            report.runs_requeued += 1
+            report.actions.append(f"requeued {task_id}/{task_name}")
+        else:
+            queues.watch_run(task_id, task_name, min(lease_ms, int(time.time() * 1000) + queues.run_lease_ms))
+    elif kind == "rerun":
+        queues.enqueue_run(task_id, task_name, outcome[2])
+        report.runs_rerun += 1
+        report.actions.append(f"rerun {task_id}/{task_name} attempt {outcome[1]}")
+    elif kind == "failed":
+        input_json, error, delivery_ids = outcome[1], outcome[2], outcome[3:]
+        state = {"status": documents.StageStatus.FAILED.value, "error": error, "duration": None}
+        enqueue_deliveries(task_id, task_name, delivery_ids, documents.stage_view(task_name, state, input_json, None))
+        queues.forget_run(task_id, task_name)
+        report.runs_failed += 1
+        report.actions.append(f"failed {task_id}/{task_name}")
+
+
+def _check_delivery(task_id: str, task_name: str, delivery_id: str, report: SweepReport) -> None:
+    queues = get_queues()
+    record = get_store().delivery_record(task_id, task_name, delivery_id)
+    if record is None or record["status"] != "queued" or record.get("waiting"):
+        queues.forget_delivery(task_id, task_name, delivery_id)
+        return
+    try_number = record.get("attempts", 0) + 1
+    job = queues.delivery_job(delivery_id, try_number)
+    if queues.delivery_job_alive(job):
+        queues.watch_delivery_later(task_id, task_name, delivery_id)
+        return
+    # The try was lost (its worker died, or the enqueue never happened). The lost job
+    # still carries the result the delivery was due with; without it, read it now.
+    result_json = job.args[3] if job is not None else json.dumps(get_store().read_stage(task_id, task_name))
+    queues.enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number, again=True)
+    report.deliveries_requeued += 1
+    report.actions.append(f"requeued delivery {delivery_id} try {try_number}")
+
+
+class SweeperThread(threading.Thread):
+    """Runs ``sweep_once`` every ``GATEWAY_SWEEP_INTERVAL_SECONDS`` in a worker process."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(name="gateway-sweeper", daemon=True)
+        self._app = app
+        self._interval = float(app.config["SWEEP_INTERVAL_SECONDS"])
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._interval):
+            try:
+                with self._app.app_context():
+                    report = sweep_once()
+                for action in report.actions:
+                    log.warning("sweeper: %s", action)
+            except Exception:  # Redis down: try again next interval
+                log.warning("sweep failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+@click.command("sweep")
+@with_appcontext
+def sweep_command() -> None:
+    """Run one sweep: re-run or fail lost runs, re-send lost deliveries."""
+    report = sweep_once()
+    for action in report.actions:
+        click.echo(action)
+    click.echo(
+        f"runs checked {report.runs_checked}, requeued {report.runs_requeued}, rerun {report.runs_rerun}, "
+        f"failed {report.runs_failed}; deliveries checked {report.deliveries_checked}, "
+        f"requeued {report.deliveries_requeued}"
+    )
