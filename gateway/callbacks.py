@@ -19,6 +19,7 @@ from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
 
 from gateway import __version__, documents, urlpolicy
+from gateway.tenancy import public
 
 USER_AGENT = f"SingleTaskGateway/{__version__}"
 
@@ -31,7 +32,7 @@ def payload(task_id: str, task_name: str, entry: dict[str, Any], result: dict[st
         # Answered from an existing stage; a request that started a run gets null.
         info = documents.reuse_info(task_name, entry["reuse_state"], entry.get("input_matches"), entry.get("cached_ms"))
     return {
-        "task_id": task_id,
+        "task_id": public(task_id),
         "task_name": task_name,
         "status": documents.TASK_STATUS[result["status"]],
         "result": result,

@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_STAGES_PER_TASK": 100,
     "MAX_CALLBACKS_PER_STAGE": 100,
     "TASK_MODULES": "",
+    # JSON object token → tenant, or "@/path/to/tokens.json"; unset: open API, one namespace.
+    "API_TOKENS": None,
     "RUN_LEASE_SECONDS": 60,
     # Runs lost (lease over without an end) before a stage ends FAILED instead of rerunning.
     "MAX_ATTEMPTS": 3,

@@ -16,6 +16,7 @@ from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.jobs import enqueue_deliveries
 from gateway.queues import get_queues
 from gateway.store import Verdict, get_store
+from gateway.tenancy import public
 
 MESSAGES = {
     "miss": "Accepted: the stage will run.",
@@ -69,7 +70,7 @@ def cancel_task(task_id: str) -> dict[str, Any]:
         state = {"status": documents.StageStatus.FAILED.value, "error": "cancelled", "duration": None}
         result = documents.stage_view(task_name, state, input_json, None)
         enqueue_deliveries(task_id, task_name, [d for name, d in due if name == task_name], result)
-    return {"task_id": task_id, "cancelled": sorted(cancelled)}
+    return {"task_id": public(task_id), "cancelled": sorted(cancelled)}
 
 
 def retry_task(task_id: str) -> dict[str, Any]:
@@ -77,9 +78,9 @@ def retry_task(task_id: str) -> dict[str, Any]:
     queues = get_queues()
     for task_name in retried:
         queues.enqueue_run(task_id, task_name, token)
-    return {"task_id": task_id, "retried": retried}
+    return {"task_id": public(task_id), "retried": retried}
 
 
 def delete_task(task_id: str, *, force: bool) -> dict[str, Any]:
     get_store().delete(task_id, force=force)
-    return {"task_id": task_id, "deleted": True}
+    return {"task_id": public(task_id), "deleted": True}

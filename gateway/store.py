@@ -1,7 +1,9 @@
 """The only module that talks to task documents: every read and every scripted write.
 
 One ``Store`` per app, kept in ``app.extensions``; every write is one Lua script call
-(see ``lua/``), so each decision sees and changes a document atomically.
+(see ``lua/``), so each decision sees and changes a document atomically. The ``task_id``
+arguments are store ids, scoped to a tenant (``tenancy.scoped``); what the store returns
+to callers carries the public id.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from gateway.exceptions import (
     TooManyStages,
 )
 from gateway.scripts import Scripts
+from gateway.tenancy import public
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -103,7 +106,7 @@ class Store:
         state, matches, stage_json, stored_input, stored_output, delivery_id, due = result
         if state == "too_many_stages":
             raise TooManyStages(
-                f"task {task_id!r} already holds {self.max_stages} stages, the most allowed",
+                f"task {public(task_id)!r} already holds {self.max_stages} stages, the most allowed",
                 {"limit": self.max_stages},
             )
         if state == "too_many_callbacks":
@@ -112,7 +115,7 @@ class Store:
                 {"limit": self.max_callbacks},
             )
         return Verdict(
-            task_id=task_id,
+            task_id=public(task_id),
             task_name=task_name,
             state=state,
             input_matches=None if matches == "" else matches == "1",
@@ -192,7 +195,7 @@ class Store:
         """Cancel live stages; returns ({task_name: input JSON}, [(task_name, delivery_id) due])."""
         result = self.scripts("cancel_task", [keys.task_document(task_id)], [self.ttl])
         if result[0] == "missing":
-            raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
+            raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
         cancelled, due = {}, []
         triples = result[1:]
         for i in range(0, len(triples), 3):
@@ -206,10 +209,10 @@ class Store:
     def delete(self, task_id: str, *, force: bool) -> None:
         result = self.scripts("delete_task", [keys.task_document(task_id)], ["1" if force else "0"])
         if result[0] == "missing":
-            raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
+            raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
         if result[0] == "busy":
             raise TaskBusy(
-                f"task {task_id!r} has pending or running stages; cancel them or pass force",
+                f"task {public(task_id)!r} has pending or running stages; cancel them or pass force",
                 {"stages": list(result[1:])},
             )
 
@@ -218,7 +221,7 @@ class Store:
         token = uuid.uuid4().hex
         result = self.scripts("retry_task", [keys.task_document(task_id)], [token, self.queue_lease_ms, self.ttl])
         if result[0] == "missing":
-            raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
+            raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
         return token, list(result[1:])
 
     # -- reads ---------------------------------------------------------------------
@@ -226,12 +229,12 @@ class Store:
     def read_fields(self, task_id: str) -> dict[str, str]:
         fields = self.client.hgetall(keys.task_document(task_id))
         if not fields:
-            raise TaskNotFound(f"task {task_id!r} not found", {"task_id": task_id})
+            raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
         return fields
 
     def read(self, task_id: str) -> dict[str, Any]:
         """The whole document, as ``GET /status`` shows it."""
-        return documents.document(task_id, self.read_fields(task_id))
+        return documents.document(public(task_id), self.read_fields(task_id))
 
     def read_stage(self, task_id: str, task_name: str) -> dict[str, Any]:
         """The single-stage view of one stage (``/result?task_name=``)."""
@@ -239,7 +242,8 @@ class Store:
         stage_json = fields.get(documents.STAGE_FIELD + task_name)
         if stage_json is None:
             raise StageNotFound(
-                f"task {task_id!r} has no stage {task_name!r}", {"task_id": task_id, "task_name": task_name}
+                f"task {public(task_id)!r} has no stage {task_name!r}",
+                {"task_id": public(task_id), "task_name": task_name},
             )
         return documents.stage_view(
             task_name,

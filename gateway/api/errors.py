@@ -35,7 +35,10 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
 
 
 def _gateway_error(error: GatewayError):
-    return error_response(error.status_code, error.code, error.message, error.details)
+    response = error_response(error.status_code, error.code, error.message, error.details)
+    if error.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
+    return response
 
 
 def _validation_error(error: ValidationError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from gateway import __version__, service, tasks
+from gateway import __version__, service, tasks, tenancy
 from gateway.api.body import json_body
 from gateway.api.schemas import (
     TASK_ID_RULE,
@@ -18,51 +18,55 @@ from gateway.queues import get_queues
 from gateway.store import get_store
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
+bp.before_request(tenancy.authenticate)
 
 
-def _checked_task_id(task_id: str) -> str:
+def _task_ref(task_id: str) -> str:
+    """The store's id of a path's ``task_id``: validated, then scoped to the caller's tenant."""
     try:
         task_id_field_validator(task_id)
     except Exception:
         raise ValidationFailed(f"task_id must be {TASK_ID_RULE}", {"task_id": [f"must be {TASK_ID_RULE}"]}) from None
-    return task_id
+    return tenancy.scoped(task_id)
 
 
 @bp.post("")
 def create_task():
     data = create_task_schema.load(json_body())
-    body, status = service.create_task(data["task_id"], data["task_name"], data["input_data"], data["callback"])
+    body, status = service.create_task(
+        tenancy.scoped(data["task_id"]), data["task_name"], data["input_data"], data["callback"]
+    )
     return jsonify(body), status
 
 
 @bp.get("/<task_id>/status")
 def task_status(task_id: str):
-    return jsonify(get_store().read(_checked_task_id(task_id)))
+    return jsonify(get_store().read(_task_ref(task_id)))
 
 
 @bp.get("/<task_id>/result")
 def task_result(task_id: str):
-    task_id = _checked_task_id(task_id)
+    task_ref = _task_ref(task_id)
     query = result_query_schema.load(request.args)
     if query["task_name"] is None:
-        return jsonify(get_store().read(task_id))
-    return jsonify(get_store().read_stage(task_id, query["task_name"]))
+        return jsonify(get_store().read(task_ref))
+    return jsonify(get_store().read_stage(task_ref, query["task_name"]))
 
 
 @bp.post("/<task_id>/delete")
 def delete_task(task_id: str):
     options = delete_task_schema.load(json_body(required=False))
-    return jsonify(service.delete_task(_checked_task_id(task_id), force=options["force"]))
+    return jsonify(service.delete_task(_task_ref(task_id), force=options["force"]))
 
 
 @bp.delete("/<task_id>")
 def cancel_task(task_id: str):
-    return jsonify(service.cancel_task(_checked_task_id(task_id)))
+    return jsonify(service.cancel_task(_task_ref(task_id)))
 
 
 @bp.post("/<task_id>/retry")
 def retry_task(task_id: str):
-    return jsonify(service.retry_task(_checked_task_id(task_id)))
+    return jsonify(service.retry_task(_task_ref(task_id)))
 
 
 @bp.get("/supported-tasks")

@@ -1,0 +1,95 @@
+"""API tokens and tenants: who is calling, and the namespace their task ids live in.
+
+With ``GATEWAY_API_TOKENS`` set (a JSON object token → tenant, or ``@/path/to/file``
+holding one), every ``/v1`` endpoint but health needs ``Authorization: Bearer <token>``.
+A tenant's task ids are scoped as ``<tenant>/<task_id>`` before they reach the store, so
+tenant B's ``task-1`` is another document than tenant A's: no read, reuse, delete, cancel
+or callback can cross. Without tokens there is one unnamed tenant and ids are unscoped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flask import current_app, g, request
+
+from gateway.exceptions import GatewayError
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+TENANT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+OPEN_ENDPOINTS = {"tasks.health", "openapi.spec", "static"}
+
+
+class Unauthorized(GatewayError):
+    status_code = 401
+    code = "unauthorized"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def load_tokens(value: object) -> dict[bytes, str]:
+    """Token digest → tenant. Only digests are kept, so no token sits in memory or logs."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str) and value.startswith("@"):
+        value = json.loads(Path(value[1:]).read_text())
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise ValueError("GATEWAY_API_TOKENS must be a JSON object of token → tenant, or @/path/to/such.json")
+    tokens = {}
+    for token, tenant in value.items():
+        if not isinstance(tenant, str) or not TENANT_NAME.match(tenant):
+            raise ValueError(f"tenant names must match {TENANT_NAME.pattern}")
+        if len(token) < 16:
+            raise ValueError(f"API tokens must be at least 16 characters (tenant {tenant!r} has a shorter one)")
+        tokens[_digest(token)] = tenant
+    return tokens
+
+
+def authenticate() -> None:
+    """``before_request``: set ``g.tenant`` from the bearer token, or refuse with 401."""
+    tokens: dict[bytes, str] = current_app.extensions["gateway.tokens"]
+    g.tenant = None
+    if not tokens or request.endpoint in OPEN_ENDPOINTS:
+        return
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Unauthorized("An API token is required: Authorization: Bearer <token>.")
+    digest = _digest(presented.strip())
+    # Look up by digest, then compare in constant time: the time taken does not depend on
+    # how much of a token an attacker guessed right.
+    for known, tenant in tokens.items():
+        if hmac.compare_digest(known, digest):
+            g.tenant = tenant
+            return
+    raise Unauthorized("The API token is not valid.")
+
+
+def scoped(task_id: str) -> str:
+    """The store's id for the calling tenant's ``task_id``."""
+    tenant = g.get("tenant")
+    return f"{tenant}/{task_id}" if tenant else task_id
+
+
+def public(scoped_id: str) -> str:
+    """The caller's ``task_id`` of a store id (task ids cannot hold '/')."""
+    return scoped_id.rsplit("/", 1)[-1]
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["gateway.tokens"] = load_tokens(app.config["API_TOKENS"])
+    if not app.extensions["gateway.tokens"]:
+        app.logger.warning(
+            "GATEWAY_API_TOKENS is not set: the API is open to anyone who can reach it, and all "
+            "callers share one namespace of task ids"
+        )

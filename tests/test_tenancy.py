@@ -1,0 +1,142 @@
+"""API tokens and sealed tenants: every endpoint, across two tenants."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from gateway import create_app
+from tests.conftest import base_config
+
+TOKEN_A = "token-of-tenant-a-0123456789"
+TOKEN_B = "token-of-tenant-b-9876543210"
+
+
+@pytest.fixture
+def tenant_app(make_app):
+    return make_app(API_TOKENS={TOKEN_A: "alpha", TOKEN_B: "beta"})
+
+
+def call(client, method, path, token, **kwargs):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.open(path, method=method, headers=headers, **kwargs)
+
+
+def create(client, token, task_id, task_name="demo.echo", input_data=None, callback=None):
+    body = {"task_name": task_name, "task_id": task_id, "input_data": input_data or {"who": token[:14]}}
+    if callback:
+        body["callback"] = callback
+    return call(client, "POST", "/v1/tasks", token, json=body)
+
+
+ENDPOINTS = [
+    ("POST", "/v1/tasks", {"json": {"task_name": "demo.echo", "input_data": {}}}),
+    ("GET", "/v1/tasks/shared/status", {}),
+    ("GET", "/v1/tasks/shared/result", {}),
+    ("GET", "/v1/tasks/supported-tasks", {}),
+    ("POST", "/v1/tasks/shared/delete", {"json": {}}),
+    ("DELETE", "/v1/tasks/shared", {}),
+    ("POST", "/v1/tasks/shared/retry", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), ENDPOINTS)
+@pytest.mark.parametrize("token", [None, "wrong-token-wrong-token", ""])
+def test_every_endpoint_needs_a_valid_token(tenant_app, method, path, kwargs, token):
+    client = tenant_app.test_client()
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    response = client.open(path, method=method, headers=headers, **kwargs)
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_basic_auth_scheme_is_refused(tenant_app):
+    response = tenant_app.test_client().get("/v1/tasks/x/status", headers={"Authorization": f"Basic {TOKEN_A}"})
+    assert response.status_code == 401
+
+
+def test_health_stays_open(tenant_app):
+    assert tenant_app.test_client().get("/v1/tasks/health").status_code == 200
+
+
+def test_same_task_id_is_a_separate_document_per_tenant(tenant_app, work):
+    client = tenant_app.test_client()
+    assert create(client, TOKEN_A, "shared", input_data={"owner": "a"}).status_code == 202
+    work(tenant_app)
+    # B's first request with the same id is a miss, not a hit on A's stage.
+    response = create(client, TOKEN_B, "shared", input_data={"owner": "b"})
+    assert response.status_code == 202
+    assert response.json["reuse_info"]["state"] == "miss"
+    assert response.json["task_id"] == "shared"
+    work(tenant_app)
+    a = call(client, "GET", "/v1/tasks/shared/status", TOKEN_A).json
+    b = call(client, "GET", "/v1/tasks/shared/status", TOKEN_B).json
+    assert a["task_id"] == b["task_id"] == "shared"
+    assert a["stages"]["demo.echo"]["output"] == {"owner": "a"}
+    assert b["stages"]["demo.echo"]["output"] == {"owner": "b"}
+    hit = create(client, TOKEN_A, "shared", input_data={"owner": "a"})
+    assert hit.json["result"]["output"] == {"owner": "a"}
+
+
+def test_a_tenant_cannot_read_cancel_retry_or_delete_anothers_task(tenant_app, work):
+    client = tenant_app.test_client()
+    create(client, TOKEN_A, "private-a", "demo.fail")
+    for method, path, kwargs in [
+        ("GET", "/v1/tasks/private-a/status", {}),
+        ("GET", "/v1/tasks/private-a/result", {}),
+        ("GET", "/v1/tasks/private-a/result?task_name=demo.fail", {}),
+        ("DELETE", "/v1/tasks/private-a", {}),
+        ("POST", "/v1/tasks/private-a/retry", {}),
+        ("POST", "/v1/tasks/private-a/delete", {"json": {"force": True}}),
+    ]:
+        response = call(client, method, path, TOKEN_B, **kwargs)
+        assert response.status_code == 404, (method, path)
+        assert response.json["error"]["code"] == "task_not_found"
+        assert "alpha" not in json.dumps(response.json)
+    assert call(client, "GET", "/v1/tasks/private-a/status", TOKEN_A).json["stages"]["demo.fail"]["status"] == "PENDING"
+
+
+def test_callbacks_carry_the_callers_task_id_and_stay_in_the_tenant(tenant_app, work, receiver):
+    client = tenant_app.test_client()
+    create(client, TOKEN_A, "cb", callback=receiver.url("/a"))
+    create(client, TOKEN_B, "cb", callback=receiver.url("/b"))
+    work(tenant_app)
+    delivered = {r["path"]: r["json"] for r in receiver.wait_for(2)}
+    assert delivered["/a"]["task_id"] == delivered["/b"]["task_id"] == "cb"
+    assert delivered["/a"]["result"]["input_params"] == {"who": TOKEN_A[:14]}
+    assert delivered["/b"]["result"]["input_params"] == {"who": TOKEN_B[:14]}
+
+
+def test_tokens_from_a_file(redis_server, tmp_path):
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({TOKEN_A: "alpha"}))
+    app = create_app({**base_config(redis_server, 0), "API_TOKENS": f"@{path}"})
+    client = app.test_client()
+    assert call(client, "GET", "/v1/tasks/supported-tasks", TOKEN_A).status_code == 200
+    assert call(client, "GET", "/v1/tasks/supported-tasks", TOKEN_B).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "tokens", [{"short": "alpha"}, {TOKEN_A: "has space"}, {TOKEN_A: ""}, ["not", "an", "object"]], ids=str
+)
+def test_bad_token_configuration_is_refused_at_start(redis_server, tokens):
+    with pytest.raises(ValueError):
+        create_app({**base_config(redis_server, 0), "API_TOKENS": tokens})
+
+
+def test_open_api_warns_at_start(redis_server, caplog):
+    with caplog.at_level(logging.WARNING):
+        create_app(base_config(redis_server, 0))
+    assert "GATEWAY_API_TOKENS is not set" in caplog.text
+
+
+def test_tokens_are_never_logged(tenant_app, caplog):
+    client = tenant_app.test_client()
+    with caplog.at_level(logging.DEBUG):
+        call(client, "GET", "/v1/tasks/x/status", TOKEN_A)
+        call(client, "GET", "/v1/tasks/x/status", "some-bad-token-value-123")
+    assert TOKEN_A not in caplog.text
+    assert "some-bad-token-value-123" not in caplog.text
