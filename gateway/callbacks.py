@@ -89,13 +89,13 @@ class _PinnedAddressAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-def post(url: str, body: str, request_headers: dict[str, str], *, timeout: float, allow_private: bool) -> Outcome:
+def post(url: str, body: str, request_headers: dict[str, str], *, timeout: float, policy: urlpolicy.Policy) -> Outcome:
     """POST one delivery attempt; never raises for network trouble, only reports it."""
     parts = urlsplit(url)
     try:
-        urlpolicy.check_url(url, allow_private=allow_private)
+        urlpolicy.check_url(url, policy)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = urlpolicy.resolve_vetted(parts.hostname, port, allow_private=allow_private)
+        address = urlpolicy.resolve_vetted(parts.hostname, port, policy)
     except urlpolicy.UrlRefused as error:
         return Outcome(False, error=f"refused: {error}", final=True)
     except OSError as error:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import urlpolicy
+
 #: Defaults, read before ``from_prefixed_env("GATEWAY")``. ``GATEWAY_TASK_TTL_SECONDS=60``
 #: sets ``TASK_TTL_SECONDS``; values are parsed as JSON where they can be.
 DEFAULTS: dict[str, Any] = {
@@ -42,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     # A Retry-After longer than this is cut to it.
     "CALLBACK_MAX_RETRY_AFTER_SECONDS": 3600,
     "CALLBACK_ALLOW_PRIVATE_NETWORKS": False,
+    # Hosts (exact, or "*.suffix") that may be or resolve to non-public addresses.
+    "CALLBACK_ALLOWED_HOSTS": [],
 }
 
 
@@ -56,6 +60,7 @@ def load(app, test_config: dict[str, Any] | None = None) -> None:
         app.config["QUEUE_REDIS_URL"] = app.config["REDIS_URL"]
     app.config["TASK_MODULES"] = _split_modules(app.config["TASK_MODULES"])
     app.config["CALLBACK_SIGNING_SECRETS"] = _secrets(app.config["CALLBACK_SIGNING_SECRET"])
+    app.config["CALLBACK_POLICY"] = urlpolicy.Policy.from_config(app.config)
     if app.config["TASK_TTL_SECONDS"] < app.config["QUEUE_LEASE_SECONDS"]:
         app.logger.warning(
             "GATEWAY_TASK_TTL_SECONDS (%s) is shorter than GATEWAY_QUEUE_LEASE_SECONDS (%s): a document can "

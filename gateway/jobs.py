@@ -167,7 +167,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             body,
             callbacks.headers(delivery_id, body, config["CALLBACK_SIGNING_SECRETS"]),
             timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
-            allow_private=bool(config["CALLBACK_ALLOW_PRIVATE_NETWORKS"]),
+            policy=config["CALLBACK_POLICY"],
         )
         intervals = config["CALLBACK_RETRY_INTERVALS"]
         retries_left = try_number <= len(intervals)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
@@ -22,6 +23,43 @@ _6TO4 = ipaddress.ip_network("2002::/16")
 
 class UrlRefused(ValueError):
     """The URL or one of its addresses is not allowed."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which non-public targets the operator allows.
+
+    ``allow_private`` allows every one (``GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS``);
+    ``allowed_hosts`` (``GATEWAY_CALLBACK_ALLOWED_HOSTS``) names hosts, exactly or as
+    ``*.suffix``, that may be or resolve to non-public addresses, such as an internal
+    receiver. Public targets are always allowed.
+    """
+
+    allow_private: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: dict) -> Policy:
+        hosts = config.get("CALLBACK_ALLOWED_HOSTS") or ()
+        if isinstance(hosts, str):
+            hosts = hosts.split(",")
+        return cls(
+            allow_private=bool(config.get("CALLBACK_ALLOW_PRIVATE_NETWORKS")),
+            allowed_hosts=tuple(h.strip().rstrip(".").lower() for h in hosts if h.strip()),
+        )
+
+    def permits_private(self, host: str) -> bool:
+        if self.allow_private:
+            return True
+        host = host.rstrip(".").lower()
+        for allowed in self.allowed_hosts:
+            if host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
+                return True
+        return False
+
+
+# The resolver; tests replace it to play a DNS server that answers what they need.
+getaddrinfo = socket.getaddrinfo
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -57,7 +95,7 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
-def check_url(url: str, *, allow_private: bool) -> None:
+def check_url(url: str, policy: Policy) -> None:
     """Refuse a callback URL on its text alone; raises UrlRefused with the reason."""
     if len(url) > MAX_URL_LENGTH:
         raise UrlRefused(f"callback URL is longer than {MAX_URL_LENGTH} characters")
@@ -76,9 +114,9 @@ def check_url(url: str, *, allow_private: bool) -> None:
         raise UrlRefused("callback URL must not carry credentials")
     if port == 0:
         raise UrlRefused("callback URL port must be 1-65535")
-    if allow_private:
-        return
     host = parts.hostname.rstrip(".").lower()
+    if policy.permits_private(host):
+        return
     if host == "localhost" or host.endswith(".localhost"):
         raise UrlRefused("callback URL points at localhost, which is not allowed")
     address = literal_address(host)
@@ -86,20 +124,20 @@ def check_url(url: str, *, allow_private: bool) -> None:
         raise UrlRefused(f"callback URL points at non-public address {address}, which is not allowed")
 
 
-def resolve_vetted(host: str, port: int, *, allow_private: bool) -> str:
+def resolve_vetted(host: str, port: int, policy: Policy) -> str:
     """Resolve ``host`` and return one address to connect to, all addresses vetted.
 
     Every address the name resolves to must be public (unless allowed): one bad
     answer refuses the whole name, since a resolver may hand out any of them.
     """
     try:
-        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        answers = getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
         raise OSError(f"cannot resolve {host!r}: {error.strerror}") from None
     addresses = [ipaddress.ip_address(answer[4][0].split("%", 1)[0]) for answer in answers]
     if not addresses:
         raise OSError(f"cannot resolve {host!r}: no addresses")
-    if not allow_private:
+    if not policy.permits_private(host):
         refused = [str(address) for address in addresses if not is_public(address)]
         if refused:
             raise UrlRefused(f"{host} resolves to non-public address(es) {', '.join(refused)}")

@@ -39,7 +39,7 @@ class CreateTaskSchema(Schema):
         if value is None:
             return
         try:
-            urlpolicy.check_url(value, allow_private=bool(current_app.config["CALLBACK_ALLOW_PRIVATE_NETWORKS"]))
+            urlpolicy.check_url(value, current_app.config["CALLBACK_POLICY"])
         except urlpolicy.UrlRefused as error:
             raise ValidationError(str(error)) from None
 
