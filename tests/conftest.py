@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -27,11 +28,29 @@ IN_PROCESS_DB = 0
 STACK_DB = 1
 
 
+_redis: EmbeddedRedis | None = None
+
+
+def pytest_configure(config):
+    # Started before collection, so that a test module may build an app at import time
+    # (schemathesis needs its app when the module is read).
+    global _redis
+    _redis = EmbeddedRedis(tempfile.mkdtemp(prefix="gateway-test-redis-")).start()
+
+
+def pytest_unconfigure(config):
+    if _redis is not None:
+        _redis.stop()
+
+
+def session_redis() -> EmbeddedRedis:
+    assert _redis is not None, "the test Redis starts in pytest_configure"
+    return _redis
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
+def redis_server():
+    return session_redis()
 
 
 def base_config(redis_server, db: int) -> dict:

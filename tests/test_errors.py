@@ -199,3 +199,13 @@ def test_number_beyond_a_double_is_400(client, number):
 @pytest.mark.parametrize("url", ["https://example.org/\ud800", "https://example.org/a\nb"])
 def test_callback_with_unencodable_or_control_characters_is_400(client, url):
     assert_error(client.post("/v1/tasks", json={**VALID, "callback": url}), 400, "validation_error", "callback")
+
+
+@pytest.mark.parametrize("reserved", ["health", "supported-tasks"])
+def test_route_names_are_not_task_ids(client, reserved):
+    """DELETE /v1/tasks/health must not cancel a task called "health"."""
+    error = assert_error(client.post("/v1/tasks", json={**VALID, "task_id": reserved}), 400, "validation_error")
+    assert "reserved" in error["details"]["task_id"][0]
+    response = client.delete(f"/v1/tasks/{reserved}")
+    assert_error(response, 405, "method_not_allowed")
+    assert "DELETE" not in response.headers["Allow"]

@@ -9,7 +9,9 @@ if TYPE_CHECKING:
 
 
 def init_app(app: Flask) -> None:
-    from gateway.api import errors, routes
+    from gateway.api import errors, openapi, routes
 
+    app.url_map.converters["task_id"] = routes.TaskIdConverter
     errors.init_app(app)
     app.register_blueprint(routes.bp)
+    app.register_blueprint(openapi.bp)

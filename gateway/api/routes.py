@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.routing import BaseConverter
 
 from gateway import __version__, service, tasks, tenancy
 from gateway.api.body import json_body
 from gateway.api.schemas import (
+    RESERVED_TASK_IDS,
     TASK_ID_RULE,
     create_task_schema,
     delete_task_schema,
@@ -18,6 +22,15 @@ from gateway.queues import get_queues
 from gateway.store import get_store
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
+
+
+class TaskIdConverter(BaseConverter):
+    """A path segment that is not one of the fixed routes' names; the view validates the rest."""
+
+    # The lookahead ends at "/" or the end: werkzeug may match it against the rest of the path.
+    regex = "(?!(?:" + "|".join(re.escape(name) for name in RESERVED_TASK_IDS) + ")(?:/|$))[^/]+"
+
+
 bp.before_request(tenancy.authenticate)
 
 
@@ -39,12 +52,12 @@ def create_task():
     return jsonify(body), status
 
 
-@bp.get("/<task_id>/status")
+@bp.get("/<task_id:task_id>/status")
 def task_status(task_id: str):
     return jsonify(get_store().read(_task_ref(task_id)))
 
 
-@bp.get("/<task_id>/result")
+@bp.get("/<task_id:task_id>/result")
 def task_result(task_id: str):
     task_ref = _task_ref(task_id)
     query = result_query_schema.load(request.args)
@@ -53,18 +66,18 @@ def task_result(task_id: str):
     return jsonify(get_store().read_stage(task_ref, query["task_name"]))
 
 
-@bp.post("/<task_id>/delete")
+@bp.post("/<task_id:task_id>/delete")
 def delete_task(task_id: str):
     options = delete_task_schema.load(json_body(required=False))
     return jsonify(service.delete_task(_task_ref(task_id), force=options["force"]))
 
 
-@bp.delete("/<task_id>")
+@bp.delete("/<task_id:task_id>")
 def cancel_task(task_id: str):
     return jsonify(service.cancel_task(_task_ref(task_id)))
 
 
-@bp.post("/<task_id>/retry")
+@bp.post("/<task_id:task_id>/retry")
 def retry_task(task_id: str):
     return jsonify(service.retry_task(_task_ref(task_id)))
 

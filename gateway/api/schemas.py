@@ -12,7 +12,14 @@ from gateway import tasks, urlpolicy
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 TASK_ID_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
 
-task_id_field_validator = validate.Regexp(TASK_ID_PATTERN, error=f"task_id must be {TASK_ID_RULE}")
+# Names of fixed routes under /v1/tasks/: a task with such an id could not be addressed
+# (DELETE /v1/tasks/health would be ambiguous), so they are not task ids.
+RESERVED_TASK_IDS = ("health", "supported-tasks")
+
+task_id_field_validator = validate.And(
+    validate.Regexp(TASK_ID_PATTERN, error=f"task_id must be {TASK_ID_RULE}"),
+    validate.NoneOf(RESERVED_TASK_IDS, error="task_id {input!r} is reserved"),
+)
 
 
 def _new_task_id() -> str:
@@ -59,3 +66,120 @@ class ResultQuerySchema(Schema):
 create_task_schema = CreateTaskSchema()
 delete_task_schema = DeleteTaskSchema()
 result_query_schema = ResultQuerySchema()
+
+
+# -- Response shapes: for the OpenAPI document (and the fuzzer that checks answers
+# against it). Server-set, so every field is dump_only.
+
+
+class ReuseInfoSchema(Schema):
+    reuse_hit = fields.Boolean(required=True, dump_only=True)
+    state = fields.String(
+        required=True,
+        dump_only=True,
+        metadata={"enum": ["miss", "completed", "pending", "running", "empty_output", "stale", "failed"]},
+    )
+    task_name = fields.String(required=True, dump_only=True)
+    input_matches = fields.Boolean(required=True, allow_none=True, dump_only=True)
+    source = fields.String(dump_only=True, metadata={"enum": ["redis"]})
+    cached_at = fields.String(dump_only=True, allow_none=True)
+
+
+STAGE_STATUSES = ["PENDING", "RUNNING", "SUCCESS", "FAILED"]
+
+
+class StageViewSchema(Schema):
+    """The single-stage view used in responses and callbacks."""
+
+    task_name = fields.String(required=True, dump_only=True)
+    status = fields.String(required=True, dump_only=True, metadata={"enum": STAGE_STATUSES})
+    input_params = fields.Dict(required=True, dump_only=True)
+    output = fields.Dict(required=True, allow_none=True, dump_only=True)
+    error = fields.String(required=True, allow_none=True, dump_only=True)
+    duration = fields.Float(required=True, allow_none=True, dump_only=True)
+
+
+class CallbackRecordSchema(Schema):
+    delivery_id = fields.String(required=True, dump_only=True)
+    url = fields.String(required=True, dump_only=True)
+    status = fields.String(required=True, dump_only=True, metadata={"enum": ["queued", "sent", "failed"]})
+    attempts = fields.Integer(required=True, dump_only=True)
+    last_status_code = fields.Integer(required=True, allow_none=True, dump_only=True)
+    last_error = fields.String(required=True, allow_none=True, dump_only=True)
+    reuse = fields.Boolean(required=True, dump_only=True)
+    updated_at = fields.String(required=True, allow_none=True, dump_only=True)
+
+
+class StageRecordSchema(StageViewSchema):
+    attempt = fields.Integer(required=True, dump_only=True)
+    created_at = fields.String(required=True, allow_none=True, dump_only=True)
+    started_at = fields.String(required=True, allow_none=True, dump_only=True)
+    finished_at = fields.String(required=True, allow_none=True, dump_only=True)
+    callbacks = fields.List(fields.Nested(CallbackRecordSchema), required=True, dump_only=True)
+
+
+CALLBACK_STATUS = {"enum": ["queued", "sent", "failed", None]}
+TASK_STATUSES = ["pending", "running", "completed", "failed"]
+
+
+class TaskCreatedSchema(Schema):
+    task_id = fields.String(required=True, dump_only=True)
+    status = fields.String(required=True, dump_only=True, metadata={"enum": ["pending", "completed"]})
+    message = fields.String(required=True, dump_only=True)
+    reuse_info = fields.Nested(ReuseInfoSchema, required=True, dump_only=True)
+    callback_status = fields.String(required=True, allow_none=True, dump_only=True, metadata=CALLBACK_STATUS)
+    result = fields.Nested(StageViewSchema, dump_only=True)
+
+
+class RequestRecordSchema(Schema):
+    task_name = fields.String(required=True, allow_none=True, dump_only=True)
+    input_data = fields.Dict(required=True, dump_only=True)
+    callback_url = fields.String(required=True, allow_none=True, dump_only=True)
+
+
+class TaskDocumentSchema(Schema):
+    task_id = fields.String(required=True, dump_only=True)
+    workflow_id = fields.String(required=True, dump_only=True)
+    status = fields.String(required=True, allow_none=True, dump_only=True, metadata={"enum": [*TASK_STATUSES, None]})
+    created_at = fields.String(required=True, allow_none=True, dump_only=True)
+    updated_at = fields.String(required=True, allow_none=True, dump_only=True)
+    input_params = fields.Nested(RequestRecordSchema, required=True, dump_only=True)
+    stages = fields.Dict(keys=fields.String(), values=fields.Nested(StageRecordSchema), required=True, dump_only=True)
+    callback_status = fields.String(required=True, allow_none=True, dump_only=True, metadata=CALLBACK_STATUS)
+
+
+class SupportedTasksSchema(Schema):
+    nodes = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True, dump_only=True)
+    tasks = fields.List(fields.String(), required=True, dump_only=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, dump_only=True)
+    version = fields.String(required=True, dump_only=True)
+    redis = fields.String(required=True, dump_only=True)
+    scripts_missing = fields.List(fields.String(), required=True, dump_only=True)
+
+
+class CancelledSchema(Schema):
+    task_id = fields.String(required=True, dump_only=True)
+    cancelled = fields.List(fields.String(), required=True, dump_only=True)
+
+
+class RetriedSchema(Schema):
+    task_id = fields.String(required=True, dump_only=True)
+    retried = fields.List(fields.String(), required=True, dump_only=True)
+
+
+class DeletedSchema(Schema):
+    task_id = fields.String(required=True, dump_only=True)
+    deleted = fields.Boolean(required=True, dump_only=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, dump_only=True)
+    message = fields.String(required=True, dump_only=True)
+    details = fields.Dict(required=True, dump_only=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True, dump_only=True)

@@ -51,6 +51,10 @@ def is_registered(name: str) -> bool:
     return name in _registry
 
 
+def by_name() -> list[str]:
+    return sorted(_registry)
+
+
 def node_of(name: str) -> str:
     """The node (and RQ queue name) of a task name."""
     return name.split(".", 1)[0]

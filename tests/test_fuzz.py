@@ -1,0 +1,22 @@
+"""Schemathesis fuzzes every operation of /openapi.json against the real app and Redis:
+no 5xx, and every answer matches the document (status, content type, body schema)."""
+
+from __future__ import annotations
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from gateway import create_app
+from tests.conftest import base_config, session_redis
+
+TOKEN = "fuzzing-token-0123456789"
+FUZZ_DB = 2
+
+app = create_app({**base_config(session_redis(), FUZZ_DB), "API_TOKENS": {TOKEN: "fuzz"}})
+schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+
+
+@schema.parametrize()
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_openapi_document(case):
+    case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"})
