@@ -45,9 +45,6 @@ class Scripts:
         present = self._client.script_exists(*(script.sha for script in self._scripts.values()))
         return [name for name, ok in zip(self._scripts, present, strict=True) if not ok]
 
-    def shas(self) -> dict[str, str]:
-        return {name: script.sha for name, script in self._scripts.items()}
-
     def __call__(self, name: str, keys: list[str], args: list[object]) -> object:
         try:
             return self._scripts[name](keys=keys, args=args)
@@ -73,17 +70,33 @@ def load_all(client: Redis) -> dict[str, str]:
     return {name: client.script_load(source) for name, source in read_sources().items()}
 
 
-scripts_cli = AppGroup("scripts", help="Load or check the gateway's Lua scripts in Redis.")
+def rq_sources() -> dict[str, str]:
+    """The Lua scripts RQ runs on the queue Redis (unique enqueues, scheduler locks), so
+    that a queue user restricted to ``EVALSHA`` works once an operator loaded them."""
+    from rq import scripts as rq_scripts
+
+    names = ("UNIQUE_ENQUEUE_SCRIPT", "UNIQUE_SCHEDULE_SCRIPT", "ACQUIRE_OR_REFRESH_LOCK_SCRIPT", "RELEASE_LOCK_SCRIPT")
+    return {f"rq:{name.removesuffix('_SCRIPT').lower()}": getattr(rq_scripts, name) for name in names}
+
+
+def _targets() -> list[tuple[Redis, dict[str, str]]]:
+    """(client, name → source) for the store Redis and the queue Redis."""
+    from gateway.queues import get_queues
+    from gateway.store import get_redis
+
+    return [(get_redis(), read_sources()), (get_queues().connection, rq_sources())]
+
+
+scripts_cli = AppGroup("scripts", help="Load or check the Lua scripts (the gateway's and RQ's) in Redis.")
 
 
 @scripts_cli.command("load")
 def load_command() -> None:
-    """Load every Lua script into Redis and print its SHA."""
-    from gateway.store import get_redis
-
+    """Load every Lua script into Redis and print its name and SHA."""
     try:
-        for name, sha in load_all(get_redis()).items():
-            click.echo(f"{name} {sha}")
+        for client, sources in _targets():
+            for name, source in sources.items():
+                click.echo(f"{name} {client.script_load(source)}")
     except RedisError as error:
         raise click.ClickException(f"could not load scripts: {error}") from error
 
@@ -91,14 +104,16 @@ def load_command() -> None:
 @scripts_cli.command("check")
 def check_command() -> None:
     """Exit non-zero unless every Lua script is loaded in Redis."""
-    from gateway.store import get_store
-
-    scripts = get_store().scripts
+    missing = []
     try:
-        missing = scripts.missing()
+        for client, sources in _targets():
+            shas = {name: client.register_script(source).sha for name, source in sources.items()}
+            present = client.script_exists(*shas.values())
+            for (name, sha), ok in zip(shas.items(), present, strict=True):
+                click.echo(f"{name} {sha} {'loaded' if ok else 'MISSING'}")
+                if not ok:
+                    missing.append(name)
     except RedisError as error:
         raise click.ClickException(f"could not check scripts: {error}") from error
-    for name, sha in scripts.shas().items():
-        click.echo(f"{name} {sha} {'MISSING' if name in missing else 'loaded'}")
     if missing:
         raise click.ClickException(f"{len(missing)} script(s) missing: {', '.join(missing)}; run `{LOAD_COMMAND}`.")

@@ -183,17 +183,19 @@ def test_scripts_cli_load_and_check(redis_server):
     assert "MISSING" not in checked.output
 
 
-def test_evalsha_only_user_needs_loaded_scripts(redis_server, task_id):
+def test_evalsha_only_users_work_once_an_operator_loaded_the_scripts(redis_server, task_id, receiver):
+    """The app and the worker both on a Redis user that may run scripts only by SHA."""
+    from gateway.worker import build_worker
+
     admin = redis.Redis(port=redis_server.port)
     rules = ["+@all", "-@scripting", "+evalsha", "+script|exists"]
     if int(admin.info("server")["redis_version"].split(".")[0]) >= 7:
         rules.append("+evalsha_ro")  # EVALSHA_RO exists from Redis 7 on
     admin.execute_command("ACL", "SETUSER", "gateway", "reset", "on", ">secret-pass", "~*", "&*", *rules)
     restricted_url = f"redis://gateway:secret-pass@127.0.0.1:{redis_server.port}/0"
-    app = create_app({**base_config(redis_server, 0), "REDIS_URL": restricted_url,
-                      "QUEUE_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0"})  # fmt: skip
+    app = create_app({**base_config(redis_server, 0), "REDIS_URL": restricted_url, "QUEUE_REDIS_URL": restricted_url})
     client = app.test_client()
-    body = {"task_name": "demo.echo", "task_id": task_id, "input_data": {}}
+    body = {"task_name": "demo.echo", "task_id": task_id, "input_data": {"n": 1}, "callback": receiver.url()}
     try:
         admin.script_flush()
         response = client.post("/v1/tasks", json=body)
@@ -205,8 +207,17 @@ def test_evalsha_only_user_needs_loaded_scripts(redis_server, task_id):
         for command in (("EVAL", "return 1", 0), ("SCRIPT", "LOAD", "return 1")):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 restricted.execute_command(*command)
-        scripts.load_all(admin)
+
+        operator = create_app(base_config(redis_server, 0))  # the operator's own, privileged user
+        assert operator.test_cli_runner().invoke(args=["scripts", "load"]).exit_code == 0
+        assert app.test_cli_runner().invoke(args=["scripts", "check"]).exit_code == 0
+
         assert client.post("/v1/tasks", json=body).status_code == 202
         assert client.post("/v1/tasks", json=body).json["reuse_info"]["state"] == "pending"
+        with app.app_context():
+            build_worker().work(burst=True, with_scheduler=True, logging_level="WARNING")
+        [delivered] = receiver.wait_for(1)  # one URL waiting on one run: one delivery
+        assert delivered["json"]["result"]["output"] == {"n": 1}
+        assert client.post("/v1/tasks", json=body).status_code == 200
     finally:
         admin.acl_deluser("gateway")
