@@ -3,13 +3,16 @@
 It starts its own embedded Redis, gunicorn for the gateway and for a floor app
 (bench/floor_app.py) with the same flags, and one RQ worker, then measures:
 
-* hit:    the repeated identical POST /v1/tasks (200, completed, no callback), wrk;
-* floor:  the same request to the floor app, alternated with hit to share the noise;
 * memory: MEMORY USAGE of task documents holding one stage of known payload size;
 * runs:   demo.echo runs/s of one worker, from enqueuing N tasks to all SUCCESS;
+* hit:    the repeated identical POST /v1/tasks (200, completed, no callback), wrk;
+* floor:  the same request to the floor app, alternated with hit to share the noise;
 * miss:   distinct task_ids (claim + RQ enqueue, 202), wrk, with the worker stopped.
 
-A shared 2-core machine is noisy: read the ratios, not the absolute numbers.
+Besides requests/s it reports the CPU time per request of the gunicorn workers and of
+Redis (from /proc), and for each wrk run the machine's busy cores and how many of them
+other processes took ("cores busy/other"). On a shared 2-core machine a run in which
+others took CPU is disturbed: read the ratios of clean runs, not the absolute numbers.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import argparse
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,19 +43,25 @@ ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "bench" / "wrk"
 HIT_ID = "bench-hit"
 HIT_BODY = {"task_name": "demo.echo", "task_id": HIT_ID, "input_data": {"text": "hi"}}
-STAGE_FIELD = "s:demo.echo"  # the stage hash field of demo.echo (gateway/keys.py, documents.py)
+# A wrk run during which other processes used less CPU than this is "clean".
+CLEAN_OTHER_CORES = 0.2
+STAGE_FIELD = "s:demo.echo"  # the stage's hash field (gateway/documents.py STAGE_FIELD + task_name)
+
+
+def doc_key(task_id: str) -> str:
+    return f"gw:task:{{{task_id}}}"  # gateway/keys.py task_document()
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="gateway/floor alternations (default 3)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk warm-up per server (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--stages", type=int, default=200, help="task documents for the memory figure")
-    parser.add_argument("--payload-bytes", type=int, default=1000, help="input_data JSON size, memory figure")
-    parser.add_argument("--runs", type=int, default=500, help="demo.echo runs for the worker throughput")
+    parser.add_argument("--stages", type=int, default=200, help="task documents for the memory figure (200)")
+    parser.add_argument("--payload-bytes", type=int, default=1000, help="their input_data JSON size (1000)")
+    parser.add_argument("--runs", type=int, default=500, help="demo.echo runs for the worker figure (500)")
     return parser.parse_args()
 
 
@@ -112,6 +123,41 @@ def answers(url: str) -> bool:
         return False
 
 
+def _stat_fields(pid: int) -> list[str]:
+    # /proc/<pid>/stat after the ")" that closes the command name: field 3 (state) onwards.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def child_pids(parent: int) -> list[int]:
+    """gunicorn's worker processes: every process whose parent is the master."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(_stat_fields(int(stat.parent.name))[1]) == parent:
+                children.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended while we looked
+    return children
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy so far, all cores (/proc/stat, first line)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of our reaped children: the finished wrk runs (servers are reaped at the end)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time these processes used so far (stat fields 14 and 15)."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in map(_stat_fields, pids))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # -- wrk -----------------------------------------------------------------------------
 
 
@@ -122,6 +168,16 @@ class WrkResult:
     p99_ms: float
     requests: int
     errors: int  # non-2xx/3xx answers plus socket errors: any of them spoils the figure
+    app_cpu_us: float = 0.0  # gunicorn workers' CPU per request
+    redis_cpu_us: float = 0.0  # Redis server's CPU per request
+    # Busy cores of the whole machine during the run. Below what the load asks for (about
+    # nproc), the machine was held back (throttled VM, other tenants) and the run is slow.
+    busy_cores: float = 0.0
+    # Of those, the cores used by processes other than wrk, the workers and Redis.
+    other_cores: float = 0.0
+
+    def brief(self) -> str:
+        return f"{self.rps:,.0f} ({self.busy_cores:.1f}/{self.other_cores:.1f})"
 
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -150,29 +206,25 @@ def wrk_command(args: argparse.Namespace, url: str, script: str, script_arg: str
     ]  # fmt: skip
 
 
-def wrk(args: argparse.Namespace, url: str, script: str, script_arg: str, seconds: int) -> WrkResult:
-    command = wrk_command(args, url, script, script_arg, seconds)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True)
-    return parse_wrk(done.stdout)
-
-
-# -- the stack -----------------------------------------------------------------------
+# -- the benchmark -------------------------------------------------------------------
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, redis_url: str, procs: Processes) -> None:
+    def __init__(self, args: argparse.Namespace, redis_url: str, redis_pid: int, procs: Processes) -> None:
         self.args = args
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.redis_pid = redis_pid
         self.procs = procs
         self.http = requests.Session()
+        self.urls: dict[str, str] = {}  # server name -> base URL
         self.rows: list[tuple[str, str, str]] = []  # (measure, value, how)
 
     def row(self, measure: str, value: str, how: str = "") -> None:
         self.rows.append((measure, value, how))
         print(f"  {measure}: {value}  {how}", flush=True)
 
-    def gunicorn(self, name: str, app: str) -> str:
-        """Start gunicorn with the gateway's config file; returns its base URL."""
+    def gunicorn(self, name: str, app: str) -> None:
+        """Start gunicorn with the gateway's config file and no other change."""
         from gateway.embedded import free_port
 
         port = free_port()
@@ -180,16 +232,34 @@ class Bench:
         # fight over it, so both (same flags otherwise) run without one.
         flags = ["-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "--no-control-socket"]
         self.procs.start(name, [sys.executable, "-m", "gunicorn", *flags, app])
-        return f"http://127.0.0.1:{port}"
+        self.urls[name] = f"http://127.0.0.1:{port}"
 
     def start_worker(self) -> None:
         self.procs.start("worker", [sys.executable, "-m", "flask", "--app", "wsgi", "worker"])
+
+    def load(self, server: str, script: str, script_arg: str, seconds: int) -> WrkResult:
+        """One wrk run against a server, with the CPU its workers and Redis spent on it."""
+        workers = child_pids(self.procs.running[server].pid)
+        app_before, redis_before = cpu_seconds(workers), cpu_seconds([self.redis_pid])
+        busy_before, wrk_before, started = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
+        command = wrk_command(self.args, self.urls[server] + "/v1/tasks", script, script_arg, seconds)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True)
+        result = parse_wrk(done.stdout)
+        elapsed = time.monotonic() - started
+        if result.errors:
+            raise RuntimeError(f"{server} {script}: {result.errors} errors in {result.requests} requests")
+        app, store = cpu_seconds(workers) - app_before, cpu_seconds([self.redis_pid]) - redis_before
+        busy = machine_busy_seconds() - busy_before
+        result.app_cpu_us, result.redis_cpu_us = app / result.requests * 1e6, store / result.requests * 1e6
+        result.busy_cores = busy / elapsed
+        result.other_cores = max(0.0, busy - app - store - (children_cpu_seconds() - wrk_before)) / elapsed
+        return result
 
     def stage_states(self, task_ids: list[str]) -> list[dict | None]:
         """Each task's demo.echo stage state, straight from Redis (cheaper than the API)."""
         pipe = self.redis.pipeline(transaction=False)
         for task_id in task_ids:
-            pipe.hget(f"gw:task:{{{task_id}}}", STAGE_FIELD)
+            pipe.hget(doc_key(task_id), STAGE_FIELD)
         return [json.loads(value) if value else None for value in pipe.execute()]
 
     def wait_success(self, task_ids: list[str], timeout: float) -> list[dict]:
@@ -209,35 +279,37 @@ class Bench:
         wait_until(all_done, timeout, f"{len(task_ids)} stages to succeed", interval=0.02)
         return self.stage_states(task_ids)
 
-    def post_many(self, bodies: list[dict], workers: int = 8) -> None:
-        """POST every body with a few client threads (one Session each)."""
+    def post_many(self, bodies: list[dict], threads: int = 8) -> None:
+        """POST every body with a few client threads (one keep-alive session each)."""
         local = threading.local()
 
         def post(body: dict) -> None:
             if not hasattr(local, "session"):
-                local.session = requests.Session()  # keep-alive per thread, as a real client would
-            answer = local.session.post(self.gateway + "/v1/tasks", json=body, timeout=10)
+                local.session = requests.Session()
+            answer = local.session.post(self.urls["gateway"] + "/v1/tasks", json=body, timeout=10)
             if answer.status_code != 202:
                 raise RuntimeError(f"POST {body['task_id']}: {answer.status_code} {answer.text[:200]}")
 
-        with ThreadPoolExecutor(workers) as pool:
+        with ThreadPoolExecutor(threads) as pool:
             list(pool.map(post, bodies))
 
     # -- phases --------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.gateway = self.gunicorn("gateway", "wsgi:app")
-        self.floor = self.gunicorn("floor", "bench.floor_app:app")
+        self.gunicorn("gateway", "wsgi:app")
+        self.gunicorn("floor", "bench.floor_app:app")
         self.start_worker()
-        for url in (self.gateway + "/v1/tasks/health", self.floor + "/health"):
+        for url in (self.urls["gateway"] + "/v1/tasks/health", self.urls["floor"] + "/health"):
             wait_until(lambda url=url: self.procs.check_alive() or answers(url), 30, url)
         self.redis.set("bench:floor", "x" * 16)  # what the floor app GETs
 
         # The hit stage: created once, run once, then every identical POST is a hit.
-        assert self.http.post(self.gateway + "/v1/tasks", json=HIT_BODY, timeout=10).status_code == 202
-        status_url = f"{self.gateway}/v1/tasks/{HIT_ID}/status"
+        create_url = self.urls["gateway"] + "/v1/tasks"
+        if self.http.post(create_url, json=HIT_BODY, timeout=10).status_code != 202:
+            raise RuntimeError(f"{HIT_ID} was not created (stale Redis data?)")
+        status_url = f"{self.urls['gateway']}/v1/tasks/{HIT_ID}/status"
         wait_until(lambda: self.http.get(status_url, timeout=5).json()["status"] == "completed", 30, "the hit stage")
-        answer = self.http.post(self.gateway + "/v1/tasks", json=HIT_BODY, timeout=10)
+        answer = self.http.post(create_url, json=HIT_BODY, timeout=10)
         if answer.status_code != 200 or not answer.json()["reuse_info"]["reuse_hit"]:
             raise RuntimeError(f"the repeated POST is not a completed hit: {answer.status_code} {answer.text}")
 
@@ -245,103 +317,138 @@ class Bench:
         """MEMORY USAGE of documents that hold one demo.echo stage of a known payload."""
         size = self.args.payload_bytes
         input_data = {"blob": "x" * (size - len('{"blob":""}'))}  # canonical JSON of exactly `size` bytes
-        payload_bytes = len(json.dumps(input_data, separators=(",", ":")))
+        payload = len(json.dumps(input_data, separators=(",", ":")))
         task_ids = [f"mem-{n:05d}" for n in range(self.args.stages)]
         self.post_many([{"task_name": "demo.echo", "task_id": t, "input_data": input_data} for t in task_ids])
         self.wait_success(task_ids, timeout=120)
 
-        usage = statistics.mean(self.redis.memory_usage(f"gw:task:{{{t}}}", samples=0) for t in task_ids)
-        # What the hash holds: input, output, the request record (input again), state, meta.
-        fields = self.redis.hgetall(f"gw:task:{{{task_ids[0]}}}")
-        field_bytes = sum(len(k) + len(v) for k, v in fields.items())
-        hit_usage = self.redis.memory_usage(f"gw:task:{{{HIT_ID}}}", samples=0)
-        hit_payload = len(json.dumps(HIT_BODY["input_data"], separators=(",", ":")))
-        n = len(task_ids)
+        usage = statistics.mean(self.redis.memory_usage(doc_key(t), samples=0) for t in task_ids)
+        # The hash holds input, output, the request record (input again), stage state, meta.
+        field_bytes = sum(len(k) + len(v) for k, v in self.redis.hgetall(doc_key(task_ids[0])).items())
         self.row(
-            "memory per stage, doc key",
+            f"doc memory per stage, {payload} B payload",
             f"{usage:,.0f} B",
-            f"payload {payload_bytes} B JSON (in+out = {2 * payload_bytes} B) -> {usage / payload_bytes:.1f}x payload; "
-            f"fields hold {field_bytes} B; MEMORY USAGE SAMPLES 0, mean of {n} one-stage docs",
+            f"= {usage / payload:.1f}x the input JSON (output = input, so 2x is stored user data); "
+            f"hash fields hold {field_bytes} B; MEMORY USAGE SAMPLES 0, mean of {len(task_ids)} one-stage docs",
         )
-        self.row("memory per stage, tiny doc", f"{hit_usage:,} B", f"payload {hit_payload} B JSON ({HIT_ID})")
+        hit_payload = len(json.dumps(HIT_BODY["input_data"], separators=(",", ":")))
+        self.row(
+            f"doc memory per stage, {hit_payload} B payload",
+            f"{self.redis.memory_usage(doc_key(HIT_ID), samples=0):,} B",
+            f"the {HIT_ID} document (small hash: listpack encoding)",
+        )
         # What RQ keeps per finished run (gateway/queues.py: result_ttl=600): the job hash
-        # and, since RQ 2, a results stream. Only runs of this phase and the hit exist yet.
+        # and a results stream. Only this phase's runs and the hit's exist at this point.
         rq_keys = [*self.redis.scan_iter("rq:job:run-*"), *self.redis.scan_iter("rq:results:run-*")]
         runs = sum(1 for key in rq_keys if key.startswith("rq:job:"))
         rq_bytes = sum(self.redis.memory_usage(key, samples=0) for key in rq_keys)
         self.row(
-            "RQ keys per finished run",
+            "RQ memory per finished run",
             f"{rq_bytes / runs:,.0f} B",
-            f"rq:job hash + rq:results stream, mean of {runs} runs; they expire after result_ttl=600 s",
+            f"rq:job hash + rq:results stream, mean of {runs} runs; kept result_ttl=600 s after the run",
         )
 
     def runs(self) -> None:
         """demo.echo runs/s of one worker: from the first POST to every stage SUCCESS."""
         task_ids = [f"run-{n:05d}" for n in range(self.args.runs)]
-        bodies = [{"task_name": "demo.echo", "task_id": t, "input_data": {"n": i}} for i, t in enumerate(task_ids)]
+        bodies = [{"task_name": "demo.echo", "task_id": t, "input_data": {"n": n}} for n, t in enumerate(task_ids)]
         started = time.perf_counter()
         self.post_many(bodies)
         enqueued = time.perf_counter() - started
         states = self.wait_success(task_ids, timeout=120)
         total = time.perf_counter() - started
         # The worker's own pace: its busy window, from the first start to the last finish.
-        window_s = (max(s["finished_ms"] for s in states) - min(s["started_ms"] for s in states)) / 1000
+        window = (max(s["finished_ms"] for s in states) - min(s["started_ms"] for s in states)) / 1000
         n = len(task_ids)
         self.row(
-            "runs/s, 1 worker (enqueue -> all SUCCESS)",
+            "runs/s, 1 worker, enqueue -> all SUCCESS",
             f"{n / total:,.0f}",
-            f"{n} demo.echo in {total:.2f} s; enqueue via API (8 client threads) took {enqueued:.2f} s",
+            f"{n} demo.echo in {total:.2f} s; the POSTs (8 client threads) took {enqueued:.2f} s of it",
         )
-        self.row("runs/s, worker busy window", f"{n / window_s:,.0f}", "first started_ms to last finished_ms")
+        self.row("runs/s, 1 worker, busy window", f"{n / window:,.0f}", "first started_ms to last finished_ms")
 
     def hit_vs_floor(self) -> None:
-        """Alternate gateway and floor so both see the same background noise."""
-        body = json.dumps(HIT_BODY, separators=(",", ":"))
-        targets = {"gateway": self.gateway + "/v1/tasks", "floor": self.floor + "/v1/tasks"}
-        for url in targets.values():  # first requests fill pools and caches; not measured
-            wrk(self.args, url, "hit.lua", body, self.args.warmup)
+        """Alternate gateway and floor so that both see the same background noise."""
+        body = json.dumps(HIT_BODY, separators=(",", ":"))  # what wrk/hit.lua sends
+        for server in ("gateway", "floor"):  # fill connection pools and caches; not measured
+            self.load(server, "hit.lua", body, self.args.warmup)
         results: dict[str, list[WrkResult]] = {"gateway": [], "floor": []}
+        # To profile while this runs: py-spy record --gil -p <pid> (one of the workers below).
+        print(f"  gateway workers: pids {child_pids(self.procs.running['gateway'].pid)}", flush=True)
         for number in range(1, self.args.rounds + 1):
-            for name, url in targets.items():
-                result = wrk(self.args, url, "hit.lua", body, self.args.duration)
-                if result.errors:
-                    raise RuntimeError(f"{name}: {result.errors} errors out of {result.requests} requests")
-                results[name].append(result)
-                print(f"  round {number} {name}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms", flush=True)
-        for name, runs in results.items():
+            for server, runs in results.items():
+                runs.append(self.load(server, "hit.lua", body, self.args.duration))
+                print(f"  round {number} {server}: req/s (cores busy/other) {runs[-1].brief()}", flush=True)
+        for server, runs in results.items():
+            label = "hit" if server == "gateway" else "floor"
             self.row(
-                f"{'hit' if name == 'gateway' else 'floor'} req/s (median of {len(runs)})",
+                f"{label} req/s (median of {len(runs)})",
                 f"{statistics.median(r.rps for r in runs):,.0f}",
-                "rounds: " + " / ".join(f"{r.rps:,.0f}" for r in runs),
+                f"best {max(r.rps for r in runs):,.0f}; rounds (cores busy/other): "
+                + " / ".join(r.brief() for r in runs),
             )
             self.row(
-                f"{'hit' if name == 'gateway' else 'floor'} p50 / p99 latency",
+                f"{label} p50 / p99 latency",
                 f"{statistics.median(r.p50_ms for r in runs):.2f} / {statistics.median(r.p99_ms for r in runs):.2f} ms",
                 f"median over rounds, {self.args.connections} connections",
             )
-        ratios = [g.rps / f.rps for g, f in zip(results["gateway"], results["floor"], strict=True)]
+            self.row(f"{label} CPU per request", *cpu_text(runs))
+        pairs = list(zip(results["gateway"], results["floor"], strict=True))
+        ratios = [g.rps / f.rps for g, f in pairs]
+        per_round = " / ".join(f"{r:.2f}" for r in ratios)
+        # Pairs in which nothing else took CPU: the ratio to trust on a shared machine.
+        clean = [g.rps / f.rps for g, f in pairs if max(g.other_cores, f.other_cores) < CLEAN_OTHER_CORES]
+        clean_text = f"{statistics.median(clean):.2f} (median of {len(clean)})" if clean else "none"
         self.row(
             "hit / floor req/s",
             f"{statistics.median(ratios):.2f}",
-            "per round: " + " / ".join(f"{r:.2f}" for r in ratios),
+            f"rounds: {per_round}; pairs with other < {CLEAN_OTHER_CORES} cores: {clean_text}",
         )
+        # Both servers are CPU-bound, so the inverse ratio of their CPU per request predicts
+        # the req/s ratio, and it moves much less than req/s when others take CPU.
+        gateway_cpu = statistics.median(r.app_cpu_us + r.redis_cpu_us for r in results["gateway"])
+        floor_cpu = statistics.median(r.app_cpu_us + r.redis_cpu_us for r in results["floor"])
+        self.row("floor / hit CPU per request", f"{floor_cpu / gateway_cpu:.2f}", "gunicorn workers + Redis, medians")
 
     def miss(self) -> None:
-        """Distinct task_ids: claim + enqueue only. The worker is stopped so it takes no
+        """Distinct task_ids: claim + enqueue only. The worker is stopped so that it takes no
         CPU from gunicorn; the jobs simply pile up in the queue."""
         self.procs.stop("worker")
         prefix = f"miss-{uuid.uuid4().hex[:8]}"
-        result = wrk(self.args, self.gateway + "/v1/tasks", "miss.lua", prefix, self.args.duration)
-        if result.errors:
-            raise RuntimeError(f"miss: {result.errors} errors out of {result.requests} requests")
-        created = len(self.redis.keys("gw:task:{miss-*"))  # bench only; the gateway never uses KEYS
-        if created < result.requests:  # wrk does not count the requests in flight at the end
-            raise RuntimeError(f"miss: {result.requests} requests made {created} documents")
-        self.row("miss req/s (create + enqueue)", f"{result.rps:,.0f}", f"worker stopped; {created} documents created")
+        result = self.load("gateway", "miss.lua", prefix, self.args.duration)
+        created = sum(1 for _ in self.redis.scan_iter(doc_key(prefix + "*"), count=1000))
+        if created < result.requests:  # more is fine: wrk does not count requests in flight at the end
+            raise RuntimeError(f"miss: {result.requests} requests made only {created} documents")
+        self.row(
+            "miss req/s (create + enqueue)",
+            f"{result.rps:,.0f}",
+            f"cores busy/other {result.busy_cores:.1f}/{result.other_cores:.1f}; worker stopped; "
+            f"{created} documents created",
+        )
         self.row("miss p50 / p99 latency", f"{result.p50_ms:.2f} / {result.p99_ms:.2f} ms")
+        self.row("miss CPU per request", *cpu_text([result]))
+
+
+def cpu_text(runs: list[WrkResult]) -> tuple[str, str]:
+    app = statistics.median(r.app_cpu_us for r in runs)
+    store = statistics.median(r.redis_cpu_us for r in runs)
+    return f"{app:,.0f} + {store:,.0f} us", "gunicorn workers + Redis, from /proc/<pid>/stat"
 
 
 # -- report --------------------------------------------------------------------------
+
+
+def revision() -> str:
+    """The commit measured, marked dirty when the code under test differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--", "gateway", "lua", "wsgi.py", "gunicorn.conf.py")
+        return git("rev-parse", "--short", "HEAD") + (" (dirty)" if dirty else "")
+    except OSError:
+        return "unknown"
 
 
 def machine() -> str:
@@ -353,16 +460,15 @@ def machine() -> str:
     return f"nproc {os.cpu_count()}, {model}, Python {sys.version.split()[0]}"
 
 
-def print_table(bench: Bench, redis_version: str, commands: list[str]) -> None:
-    width = max(len(measure) for measure, _, _ in bench.rows)
-    value_width = max(len(value) for _, value, _ in bench.rows)
-    print()
-    print(f"machine: {machine()}, Redis {redis_version}")
+def print_table(rows: list[tuple[str, str, str]], header: str, commands: list[str]) -> None:
+    width = max(len(measure) for measure, _, _ in rows)
+    value_width = max(len(value) for _, value, _ in rows)
+    print(f"\n{header}")
     print(f"{'measure':<{width}}  {'value':>{value_width}}  how")
-    print(f"{'-' * width}  {'-' * value_width}  {'-' * 3}")
-    for measure, value, how in bench.rows:
+    print(f"{'-' * width}  {'-' * value_width}  ---")
+    for measure, value, how in rows:
         print(f"{measure:<{width}}  {value:>{value_width}}  {how}")
-    print("\ncommands:")
+    print("\ncommands (run from the repository root):")
     for command in commands:
         print(f"  {command}")
 
@@ -372,6 +478,8 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed; install it with: apt-get update && apt-get install -y wrk", file=sys.stderr)
         return 2
+    # SIGTERM ends the run through SystemExit, so the finally below still stops the children.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(ROOT))  # `python bench/run.py` puts bench/, not the root, on the path
     from gateway.embedded import EmbeddedRedis
 
@@ -381,7 +489,7 @@ def main() -> int:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             # gunicorn.conf.py logs every request to stdout by default. An empty value makes
-            # gunicorn fail ("'' isn't writable"), so the access log goes to /dev/null.
+            # gunicorn exit ("'' isn't writable"), so the access log goes to /dev/null.
             "GATEWAY_ACCESS_LOG": "/dev/null",
         }
         procs = Processes(Path(tmp), env)
@@ -390,7 +498,7 @@ def main() -> int:
             env["GATEWAY_REDIS_URL"] = redis_server.url
             load = [sys.executable, "-m", "flask", "--app", "wsgi", "scripts", "load"]
             subprocess.run(load, cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
-            bench = Bench(args, redis_server.url, procs)
+            bench = Bench(args, redis_server.url, redis_server.process.pid, procs)
             print("starting gunicorn (gateway, floor) and one worker", flush=True)
             bench.setup()
             print("memory per stage", flush=True)
@@ -401,14 +509,18 @@ def main() -> int:
             bench.hit_vs_floor()
             print("miss path", flush=True)
             bench.miss()
+            url = bench.urls["gateway"] + "/v1/tasks"
+            hit_body = json.dumps(HIT_BODY, separators=(",", ":"))
             commands = [
-                f"GATEWAY_REDIS_URL={redis_server.url} GATEWAY_ACCESS_LOG=/dev/null (embedded Redis, temp dir)",
+                f"env GATEWAY_REDIS_URL={redis_server.url} GATEWAY_ACCESS_LOG=/dev/null PYTHONPATH=. (all below)",
                 shlex.join(load),
                 *procs.commands.values(),
-                shlex.join(wrk_command(args, bench.gateway + "/v1/tasks", "hit.lua", "<HIT_BODY>", args.duration)),
-                shlex.join(wrk_command(args, bench.gateway + "/v1/tasks", "miss.lua", "<prefix>", args.duration)),
+                shlex.join(wrk_command(args, url, "hit.lua", hit_body, args.duration)),
+                shlex.join(wrk_command(args, url, "miss.lua", "miss-<random>", args.duration)),
             ]
-            print_table(bench, bench.redis.info("server")["redis_version"], commands)
+            redis_version = bench.redis.info("server")["redis_version"]
+            header = f"gateway {revision()}; machine: {machine()}, Redis {redis_version}; wrk on the same machine"
+            print_table(bench.rows, header, commands)
         except Exception:
             for name in procs.running:
                 print(f"--- {name} log (tail) ---\n{procs.log_tail(name)}", file=sys.stderr)
