@@ -79,6 +79,10 @@ def callback_record(entry: dict[str, Any]) -> dict[str, Any]:
         "last_error": entry.get("last_error"),
         "reuse": bool(entry.get("reuse")),
         "updated_at": iso(entry.get("updated_ms")),
+        "tries": [
+            {"at": iso(t["at_ms"]), "status_code": t.get("status_code"), "error": t.get("error")}
+            for t in (entry.get("tries") or [])  # cjson writes an empty list as {}
+        ],
     }
 
 

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from flask import Flask
 
 HIT_STATES = ("completed", "pending", "running")
+#: Delivery attempts listed in a callback record (1 try + 5 retries by default fit).
+MAX_TRIES_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ class Store:
         recorded = self.scripts(
             "record_delivery",
             [keys.task_document(task_id)],
-            [task_name, delivery_id, status, attempts, status_code or "", error or "", self.ttl],
+            [task_name, delivery_id, status, attempts, status_code or "", error or "", self.ttl, MAX_TRIES_KEPT],
         )
         return recorded == 1
 
@@ -222,7 +224,7 @@ class Store:
         result = self.scripts("retry_task", [keys.task_document(task_id)], [token, self.queue_lease_ms, self.ttl])
         if result[0] == "missing":
             raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
-        return token, list(result[1:])
+        return token, sorted(result[1:])
 
     # -- reads ---------------------------------------------------------------------
 

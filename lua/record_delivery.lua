@@ -1,6 +1,7 @@
 --[[
-  Record the outcome of one callback delivery attempt in its stage's callback record.
-  Never brings an expired or deleted document back.
+  Record the outcome of one callback delivery attempt in its stage's callback record:
+  the latest outcome in its fields, and every attempt in its ``tries`` list (the most
+  recent ARGV[8] of them). Never brings an expired or deleted document back.
 
   Input:
     KEYS[1]  task document (hash)
@@ -11,6 +12,7 @@
     ARGV[5]  HTTP status code of the last attempt, "" when none
     ARGV[6]  error of the last attempt, "" when none
     ARGV[7]  document TTL, seconds
+    ARGV[8]  most tries kept in the record's list
 
   Output: 1 when recorded, 0 when the document, stage or record is gone
 ]]
@@ -35,6 +37,10 @@ for _, entry in ipairs(stage.callbacks or {}) do
     entry.last_status_code = tonumber(ARGV[5])
     entry.last_error = (ARGV[6] ~= '') and ARGV[6] or nil
     entry.updated_ms = now_ms
+    local tries = entry.tries or {}
+    tries[#tries + 1] = {at_ms = now_ms, status_code = entry.last_status_code, error = entry.last_error}
+    while #tries > tonumber(ARGV[8]) do table.remove(tries, 1) end
+    entry.tries = tries
     rcall('HSET', doc_key, stage_field, cjson.encode(stage))
     rcall('EXPIRE', doc_key, ttl_seconds)
     return 1

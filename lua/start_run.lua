@@ -40,5 +40,8 @@ stage.status = 'RUNNING'
 stage.started_ms = now_ms
 stage.lease_ms = now_ms + run_lease_ms
 rcall('HSET', doc_key, 's:' .. task_name, cjson.encode(stage))
+local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
+meta.updated_ms = now_ms
+rcall('HSET', doc_key, 'meta', cjson.encode(meta))
 rcall('EXPIRE', doc_key, ttl_seconds)
 return {'ok', tostring(stage.attempt), fetched[2] or '{}'}

@@ -132,6 +132,11 @@ def test_receiver_errors_are_retried_with_the_same_webhook_id(client, work, task
     assert record["attempts"] == 3
     assert record["last_status_code"] == 200
     assert record["last_error"] is None
+    assert [(t["status_code"], t["error"]) for t in record["tries"]] == [
+        (500, "HTTP 500"),
+        (409, "HTTP 409"),
+        (200, None),
+    ]
 
 
 def test_gone_ends_delivery_at_once(client, work, task_id, receiver):

@@ -340,8 +340,8 @@ def test_body_that_is_not_json_is_415(client, docs):
 
 @shows("error-payload-too-large")
 def test_body_over_the_limit_is_413(make_app, docs):
-    client = make_app(MAX_INPUT_BYTES=1000).test_client()
-    response = client.post("/v1/tasks", json={"task_name": "demo.echo", "input_data": {"blob": "x" * 1000}})
+    client = make_app().test_client()  # the default limit, 1 MiB
+    response = client.post("/v1/tasks", json={"task_name": "demo.echo", "input_data": {"blob": "x" * 1_100_000}})
     assert response.status_code == 413
     docs.check("error-payload-too-large", response.json)
 

@@ -209,3 +209,17 @@ def test_route_names_are_not_task_ids(client, reserved):
     response = client.delete(f"/v1/tasks/{reserved}")
     assert_error(response, 405, "method_not_allowed")
     assert "DELETE" not in response.headers["Allow"]
+
+
+def test_redis_refusing_writes_is_a_503_not_a_500(client, redis_server):
+    """A full Redis (maxmemory with noeviction) refuses writes: callers are told to retry."""
+    import redis
+
+    admin = redis.Redis(port=redis_server.port)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")
+    try:
+        assert_error(client.post("/v1/tasks", json=VALID), 503, "store_unavailable")
+    finally:
+        admin.config_set("maxmemory", "0")
+    assert client.post("/v1/tasks", json=VALID).status_code == 202

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from flask import jsonify
+from flask import current_app, jsonify
 from marshmallow import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -48,7 +49,11 @@ def _validation_error(error: ValidationError):
 
 def _http_error(error: HTTPException):
     status = error.code or 500
-    response = error_response(status, HTTP_CODES.get(status, "http_error"), error.description or error.name)
+    message, details = error.description or error.name, {}
+    if status == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        message, details = f"The request body is larger than the limit of {limit} bytes.", {"limit_bytes": limit}
+    response = error_response(status, HTTP_CODES.get(status, "http_error"), message, details)
     if status == 405 and error.valid_methods:
         response.headers["Allow"] = ", ".join(error.valid_methods)
     return response
@@ -57,6 +62,14 @@ def _http_error(error: HTTPException):
 def _redis_down(error: Exception):
     log.warning("Redis unavailable: %s", error)
     return _gateway_error(StoreUnavailable("The task store (Redis) is unavailable; try again shortly."))
+
+
+def _redis_refused(error: RedisError):
+    # OOM (maxmemory), READONLY (a replica after failover), LOADING: Redis is there but
+    # will not serve; callers should retry, as with an outage. Logged in full, as it may
+    # also be our bug.
+    log.error("Redis refused a command: %s", error, exc_info=error)
+    return _gateway_error(StoreUnavailable("The task store (Redis) refused the request; try again shortly."))
 
 
 def _unexpected(error: Exception):
@@ -70,4 +83,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(RedisConnectionError, _redis_down)
     app.register_error_handler(RedisTimeoutError, _redis_down)
+    app.register_error_handler(RedisError, _redis_refused)
     app.register_error_handler(Exception, _unexpected)

@@ -99,6 +99,12 @@ class StageViewSchema(Schema):
     duration = fields.Float(required=True, allow_none=True, dump_only=True)
 
 
+class DeliveryTrySchema(Schema):
+    at = fields.String(required=True, dump_only=True)
+    status_code = fields.Integer(required=True, allow_none=True, dump_only=True)
+    error = fields.String(required=True, allow_none=True, dump_only=True)
+
+
 class CallbackRecordSchema(Schema):
     delivery_id = fields.String(required=True, dump_only=True)
     url = fields.String(required=True, dump_only=True)
@@ -108,6 +114,7 @@ class CallbackRecordSchema(Schema):
     last_error = fields.String(required=True, allow_none=True, dump_only=True)
     reuse = fields.Boolean(required=True, dump_only=True)
     updated_at = fields.String(required=True, allow_none=True, dump_only=True)
+    tries = fields.List(fields.Nested(DeliveryTrySchema), required=True, dump_only=True)
 
 
 class StageRecordSchema(StageViewSchema):
