@@ -9,10 +9,12 @@ It starts its own embedded Redis, gunicorn for the gateway and for a floor app
 * floor:  the same request to the floor app, alternated with hit to share the noise;
 * miss:   distinct task_ids (claim + RQ enqueue, 202), wrk, with the worker stopped.
 
-Besides requests/s it reports the CPU time per request of the gunicorn workers and of
-Redis (from /proc), and for each wrk run the machine's busy cores and how many of them
-other processes took ("cores busy/other"). On a shared 2-core machine a run in which
-others took CPU is disturbed: read the ratios of clean runs, not the absolute numbers.
+Besides requests/s and latency, each wrk run reports the CPU time per request of the
+gunicorn workers and of Redis, the machine's busy cores and how many of them other
+processes took, and how wrk's keep-alive connections were spread over the gunicorn
+workers ("cores busy/other, conns", all from /proc). A run is fair when nothing else took
+CPU and no worker holds most connections: on a shared 2-core machine, read the ratios
+of fair runs, not the absolute numbers.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "bench" / "wrk"
 HIT_ID = "bench-hit"
 HIT_BODY = {"task_name": "demo.echo", "task_id": HIT_ID, "input_data": {"text": "hi"}}
-# A wrk run during which other processes used less CPU than this is "clean".
+# A wrk run is "fair" when other processes used less CPU than this and no gunicorn
+# worker held more than this share of wrk's connections.
 CLEAN_OTHER_CORES = 0.2
+BALANCED_SHARE = 0.75
 STAGE_FIELD = "s:demo.echo"  # the stage's hash field (gateway/documents.py STAGE_FIELD + task_name)
 
 
@@ -140,6 +144,22 @@ def child_pids(parent: int) -> list[int]:
     return children
 
 
+def connections_per_process(port: int, pids: list[int]) -> list[int]:
+    """Established TCP connections to ``port`` that each process holds (/proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+            inodes.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid in pids:
+        try:
+            counts.append(sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if os.readlink(fd) in inodes))
+        except OSError:
+            counts.append(0)  # the process or one of its fds went away while we looked
+    return counts
+
+
 def machine_busy_seconds() -> float:
     """CPU time the whole machine spent busy so far, all cores (/proc/stat, first line)."""
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
@@ -175,9 +195,18 @@ class WrkResult:
     busy_cores: float = 0.0
     # Of those, the cores used by processes other than wrk, the workers and Redis.
     other_cores: float = 0.0
+    # wrk's keep-alive connections held by each gunicorn worker process, e.g. [16, 0]: they
+    # stay where they were accepted, and one process alone is much slower than two.
+    split: tuple[int, ...] = ()
+
+    @property
+    def fair(self) -> bool:
+        balanced = max(self.split, default=0) <= BALANCED_SHARE * sum(self.split)
+        return balanced and self.other_cores < CLEAN_OTHER_CORES
 
     def brief(self) -> str:
-        return f"{self.rps:,.0f} ({self.busy_cores:.1f}/{self.other_cores:.1f})"
+        split = "/".join(map(str, self.split))
+        return f"{self.rps:,.0f} ({self.busy_cores:.1f}/{self.other_cores:.1f}, {split})"
 
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -216,8 +245,11 @@ class Bench:
         self.redis_pid = redis_pid
         self.procs = procs
         self.http = requests.Session()
+        # Our own few requests must leave no idle keep-alive connection in a gunicorn worker.
+        self.http.headers["Connection"] = "close"
         self.urls: dict[str, str] = {}  # server name -> base URL
         self.rows: list[tuple[str, str, str]] = []  # (measure, value, how)
+        self.measured: list[WrkResult] = []  # every wrk run but the warm-ups
 
     def row(self, measure: str, value: str, how: str = "") -> None:
         self.rows.append((measure, value, how))
@@ -243,8 +275,18 @@ class Bench:
         app_before, redis_before = cpu_seconds(workers), cpu_seconds([self.redis_pid])
         busy_before, wrk_before, started = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
         command = wrk_command(self.args, self.urls[server] + "/v1/tasks", script, script_arg, seconds)
-        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True)
-        result = parse_wrk(done.stdout)
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+            try:
+                time.sleep(min(1.0, seconds / 2))  # let wrk open its connections, then see where they went
+                split = connections_per_process(int(self.urls[server].rsplit(":", 1)[1]), workers)
+                out, err = process.communicate(timeout=seconds + 30)
+            except BaseException:  # a timeout, Ctrl-C or SIGTERM: leave no wrk behind
+                process.kill()
+                raise
+        if process.returncode != 0:
+            raise RuntimeError(f"wrk failed ({process.returncode}): {err}")
+        result = parse_wrk(out)
+        result.split = tuple(split)
         elapsed = time.monotonic() - started
         if result.errors:
             raise RuntimeError(f"{server} {script}: {result.errors} errors in {result.requests} requests")
@@ -253,6 +295,8 @@ class Bench:
         result.app_cpu_us, result.redis_cpu_us = app / result.requests * 1e6, store / result.requests * 1e6
         result.busy_cores = busy / elapsed
         result.other_cores = max(0.0, busy - app - store - (children_cpu_seconds() - wrk_before)) / elapsed
+        if seconds == self.args.duration:  # not a warm-up
+            self.measured.append(result)
         return result
 
     def stage_states(self, task_ids: list[str]) -> list[dict | None]:
@@ -281,17 +325,20 @@ class Bench:
 
     def post_many(self, bodies: list[dict], threads: int = 8) -> None:
         """POST every body with a few client threads (one keep-alive session each)."""
-        local = threading.local()
+        local, sessions = threading.local(), []
 
         def post(body: dict) -> None:
             if not hasattr(local, "session"):
                 local.session = requests.Session()
+                sessions.append(local.session)
             answer = local.session.post(self.urls["gateway"] + "/v1/tasks", json=body, timeout=10)
             if answer.status_code != 202:
                 raise RuntimeError(f"POST {body['task_id']}: {answer.status_code} {answer.text[:200]}")
 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(post, bodies))
+        for session in sessions:  # idle keep-alive connections would sit in a gunicorn worker
+            session.close()
 
     # -- phases --------------------------------------------------------------------
 
@@ -378,13 +425,13 @@ class Bench:
         for number in range(1, self.args.rounds + 1):
             for server, runs in results.items():
                 runs.append(self.load(server, "hit.lua", body, self.args.duration))
-                print(f"  round {number} {server}: req/s (cores busy/other) {runs[-1].brief()}", flush=True)
+                print(f"  round {number} {server}: req/s (cores busy/other, conns) {runs[-1].brief()}", flush=True)
         for server, runs in results.items():
             label = "hit" if server == "gateway" else "floor"
             self.row(
                 f"{label} req/s (median of {len(runs)})",
                 f"{statistics.median(r.rps for r in runs):,.0f}",
-                f"best {max(r.rps for r in runs):,.0f}; rounds (cores busy/other): "
+                f"best {max(r.rps for r in runs):,.0f}; rounds (cores busy/other, connections per worker): "
                 + " / ".join(r.brief() for r in runs),
             )
             self.row(
@@ -396,16 +443,17 @@ class Bench:
         pairs = list(zip(results["gateway"], results["floor"], strict=True))
         ratios = [g.rps / f.rps for g, f in pairs]
         per_round = " / ".join(f"{r:.2f}" for r in ratios)
-        # Pairs in which nothing else took CPU: the ratio to trust on a shared machine.
-        clean = [g.rps / f.rps for g, f in pairs if max(g.other_cores, f.other_cores) < CLEAN_OTHER_CORES]
-        clean_text = f"{statistics.median(clean):.2f} (median of {len(clean)})" if clean else "none"
+        # Pairs in which nothing else took CPU and the connections were spread: the ratio to trust.
+        fair = [g.rps / f.rps for g, f in pairs if g.fair and f.fair]
+        fair_text = f"{statistics.median(fair):.2f} (median of {len(fair)})" if fair else "none"
         self.row(
             "hit / floor req/s",
             f"{statistics.median(ratios):.2f}",
-            f"rounds: {per_round}; pairs with other < {CLEAN_OTHER_CORES} cores: {clean_text}",
+            f"rounds: {per_round}; fair pairs (other < {CLEAN_OTHER_CORES} cores, no worker > "
+            f"{BALANCED_SHARE:.0%} of connections): {fair_text}",
         )
-        # Both servers are CPU-bound, so the inverse ratio of their CPU per request predicts
-        # the req/s ratio, and it moves much less than req/s when others take CPU.
+        # Both servers are CPU-bound, so the inverse ratio of their CPU per request is a second
+        # estimate of the req/s ratio, less moved by the noise than req/s itself.
         gateway_cpu = statistics.median(r.app_cpu_us + r.redis_cpu_us for r in results["gateway"])
         floor_cpu = statistics.median(r.app_cpu_us + r.redis_cpu_us for r in results["floor"])
         self.row("floor / hit CPU per request", f"{floor_cpu / gateway_cpu:.2f}", "gunicorn workers + Redis, medians")
@@ -422,8 +470,7 @@ class Bench:
         self.row(
             "miss req/s (create + enqueue)",
             f"{result.rps:,.0f}",
-            f"cores busy/other {result.busy_cores:.1f}/{result.other_cores:.1f}; worker stopped; "
-            f"{created} documents created",
+            f"(cores busy/other, conns) {result.brief()}; worker stopped; {created} documents created",
         )
         self.row("miss p50 / p99 latency", f"{result.p50_ms:.2f} / {result.p99_ms:.2f} ms")
         self.row("miss CPU per request", *cpu_text([result]))
@@ -436,6 +483,24 @@ def cpu_text(runs: list[WrkResult]) -> tuple[str, str]:
 
 
 # -- report --------------------------------------------------------------------------
+
+
+def notes(runs: list[WrkResult]) -> list[str]:
+    """Why some wrk runs are not fair, so that nobody reads their req/s as the gateway's."""
+    found = []
+    disturbed = sum(r.other_cores >= CLEAN_OTHER_CORES for r in runs)
+    if disturbed:
+        found.append(
+            f"other processes took >= {CLEAN_OTHER_CORES} cores during {disturbed} of {len(runs)} wrk runs: "
+            "their req/s are low; rerun on a quiet machine"
+        )
+    lopsided = sum(max(r.split, default=0) > BALANCED_SHARE * sum(r.split) for r in runs)
+    if lopsided:
+        found.append(
+            f"in {lopsided} of {len(runs)} wrk runs one gunicorn worker held most keep-alive connections; "
+            "one worker process serves far fewer requests than two (docs/PERFORMANCE.md)"
+        )
+    return found
 
 
 def revision() -> str:
@@ -460,7 +525,7 @@ def machine() -> str:
     return f"nproc {os.cpu_count()}, {model}, Python {sys.version.split()[0]}"
 
 
-def print_table(rows: list[tuple[str, str, str]], header: str, commands: list[str]) -> None:
+def print_table(rows: list[tuple[str, str, str]], header: str, notes: list[str], commands: list[str]) -> None:
     width = max(len(measure) for measure, _, _ in rows)
     value_width = max(len(value) for _, value, _ in rows)
     print(f"\n{header}")
@@ -468,6 +533,8 @@ def print_table(rows: list[tuple[str, str, str]], header: str, commands: list[st
     print(f"{'-' * width}  {'-' * value_width}  ---")
     for measure, value, how in rows:
         print(f"{measure:<{width}}  {value:>{value_width}}  {how}")
+    for note in notes:
+        print(f"note: {note}")
     print("\ncommands (run from the repository root):")
     for command in commands:
         print(f"  {command}")
@@ -498,6 +565,7 @@ def main() -> int:
             env["GATEWAY_REDIS_URL"] = redis_server.url
             load = [sys.executable, "-m", "flask", "--app", "wsgi", "scripts", "load"]
             subprocess.run(load, cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
+            measured = revision()  # before the run: the tree may change while it runs
             bench = Bench(args, redis_server.url, redis_server.process.pid, procs)
             print("starting gunicorn (gateway, floor) and one worker", flush=True)
             bench.setup()
@@ -519,8 +587,8 @@ def main() -> int:
                 shlex.join(wrk_command(args, url, "miss.lua", "miss-<random>", args.duration)),
             ]
             redis_version = bench.redis.info("server")["redis_version"]
-            header = f"gateway {revision()}; machine: {machine()}, Redis {redis_version}; wrk on the same machine"
-            print_table(bench.rows, header, commands)
+            header = f"gateway {measured}; machine: {machine()}, Redis {redis_version}; wrk on the same machine"
+            print_table(bench.rows, header, notes(bench.measured), commands)
         except Exception:
             for name in procs.running:
                 print(f"--- {name} log (tail) ---\n{procs.log_tail(name)}", file=sys.stderr)
