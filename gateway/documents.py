@@ -124,6 +124,8 @@ def document(task_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """The whole document of a task from its hash fields (``HGETALL``)."""
     meta = json.loads(fields["meta"])
     request = json.loads(fields.get("request") or "{}")
+    # The latest request's input: its stage's input unless it differed (see claim_stage.lua).
+    request_input = fields.get("request_input") or fields.get(INPUT_FIELD + meta.get("last_task_name", ""))
     stages: dict[str, Any] = {}
     states: dict[str, dict[str, Any]] = {}
     for field, value in fields.items():
@@ -146,7 +148,7 @@ def document(task_id: str, fields: dict[str, str]) -> dict[str, Any]:
         "updated_at": iso(meta.get("updated_ms")),
         "input_params": {
             "task_name": request.get("task_name"),
-            "input_data": request.get("input_data", {}),
+            "input_data": json.loads(request_input) if request_input else {},
             "callback_url": request.get("callback_url"),
         },
         "stages": stages,

@@ -1,7 +1,7 @@
 """The RQ side: one queue per node for runs, one queue for callback deliveries.
 
 Job ids are derived from what they serve (the run's claim token, the delivery id and
-try number), so enqueuing the same work twice is refused by RQ (``unique=True``):
+try number). Delivery tries are enqueued ``unique``, so the same try twice is refused:
 RQ 3.0 would otherwise run a job twice when its id is enqueued twice.
 """
 
@@ -48,21 +48,32 @@ class Queues:
     # -- runs --------------------------------------------------------------------
 
     def enqueue_run(self, task_id: str, task_name: str, token: str, *, again: bool = False) -> None:
-        """One job per claimed run, on the node's queue; watched before it is enqueued,
-        so that a process dying in between leaves a trace the sweeper finds."""
-        self.watch_run(task_id, task_name, _now_ms() + self.run_lease_ms)
+        """One job per claimed run, on the node's queue, in one round trip with its watch
+        entry (so that a lost enqueue leaves a trace the sweeper finds).
+
+        Not ``unique``: every claim has a new token, hence a new job id, and the sweeper's
+        re-enqueue of a lost job takes a new id (the old one may linger in RQ).
+        """
         job_id = run_job_id(token, task_name)
-        self._enqueue(
-            self.get(tasks.node_of(task_name)),
-            "gateway.jobs.run_stage",
-            (task_id, task_name, token),
-            # The sweeper re-enqueues a lost job under a new id: the old one may linger in RQ.
-            job_id=f"{job_id}-{_now_ms()}" if again else job_id,
-            job_timeout=self.job_timeout,
-            # A Redis error before the handler ran (or while finishing) fails the job;
-            # the claim stays valid, so trying again resumes the same run.
-            retry=Retry(max=3, interval=[1, 5, 30]),
-        )
+        with self.connection.pipeline() as pipe:
+            pipe.multi()  # explicit, or RQ would start the transaction after our ZADD and fail
+            pipe.zadd(keys.run_watch(), {_member(task_id, task_name): _now_ms() + self.run_lease_ms})
+            self.get(tasks.node_of(task_name)).enqueue(
+                "gateway.jobs.run_stage",
+                task_id,
+                task_name,
+                token,
+                job_id=f"{job_id}-{_now_ms()}" if again else job_id,
+                job_timeout=self.job_timeout,
+                # The document holds the outcome; RQ's copy would only cost memory.
+                result_ttl=0,
+                failure_ttl=86400,
+                # A Redis error before the handler ran (or while finishing) fails the job;
+                # the claim stays valid, so trying again resumes the same run.
+                retry=Retry(max=3, interval=[1, 5, 30]),
+                pipeline=pipe,
+            )
+            pipe.execute()
 
     def run_job_alive(self, token: str, task_name: str) -> bool:
         """Whether the run's job is waiting in RQ or was taken by a worker within a lease."""
@@ -146,7 +157,6 @@ class Queues:
         job_timeout: int,
         due: datetime | None = None,
         result_ttl: int = 600,
-        retry: Retry | None = None,
     ) -> None:
         options = {
             "job_id": job_id,
@@ -154,7 +164,6 @@ class Queues:
             "unique": True,
             "result_ttl": result_ttl,
             "failure_ttl": 86400,
-            "retry": retry,
         }
         try:
             if due is None:

@@ -27,6 +27,7 @@ def main() -> int:
         env.setdefault("GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS", "true")
         print(f"embedded Redis on {redis_server.url}, data in var/redis", flush=True)
     env.setdefault("GATEWAY_BIND", BIND)
+    env.setdefault("GATEWAY_ACCESS_LOG", "-")  # the quickstart shows each request
     python = sys.executable
     processes = [
         subprocess.Popen([python, "-m", "flask", "--app", "wsgi", "scripts", "load"], cwd=ROOT, env=env),

@@ -9,6 +9,7 @@ to callers carries the public id.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -86,9 +87,8 @@ class Store:
     def claim(self, task_id: str, task_name: str, input_data: dict, callback_url: str | None) -> Verdict:
         """Decide the reuse verdict and write what it needs, in one script call."""
         input_json = documents.canonical_json(input_data)
-        request_json = documents.canonical_json(
-            {"task_name": task_name, "input_data": input_data, "callback_url": callback_url}
-        )
+        request_json = documents.canonical_json({"task_name": task_name, "callback_url": callback_url})
+        token, delivery_id = _two_ids()
         result = self.scripts(
             "claim_stage",
             [keys.task_document(task_id)],
@@ -97,8 +97,8 @@ class Store:
                 input_json,
                 request_json,
                 callback_url or "",
-                uuid.uuid4().hex,
-                uuid.uuid4().hex,
+                token,
+                delivery_id,
                 self.queue_lease_ms,
                 self.ttl,
                 self.max_stages,
@@ -260,6 +260,12 @@ class Store:
         if stage_json is None:
             return None
         return documents.find_callback(json.loads(stage_json), delivery_id)
+
+
+def _two_ids() -> tuple[str, str]:
+    """A claim token and a delivery id, 128 random bits each, from one system call."""
+    raw = os.urandom(32).hex()
+    return raw[:32], raw[32:]
 
 
 def _raise_unless_ok(outcome: str) -> None:

@@ -32,8 +32,11 @@ def build_worker(queue_names: list[str] | None = None) -> SimpleWorker:
 @click.command("worker")
 @click.option("--queues", "queue_names", help="Comma-separated queues to serve (default: all).")
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
+@click.option(
+    "--log-level", default="WARNING", show_default=True, help="RQ's log level; INFO logs every job (about 5% slower)."
+)
 @with_appcontext
-def worker_command(queue_names: str | None, burst: bool) -> None:
+def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None:
     """Run an RQ worker with RQ's scheduler (it carries callback retries)."""
     names = [name.strip() for name in queue_names.split(",") if name.strip()] if queue_names else None
     worker = build_worker(names)
@@ -42,6 +45,6 @@ def worker_command(queue_names: str | None, burst: bool) -> None:
     if not burst:
         sweeper.start()
     try:
-        worker.work(burst=burst, with_scheduler=True)
+        worker.work(burst=burst, with_scheduler=True, logging_level=log_level.upper())
     finally:
         sweeper.stop()

@@ -9,7 +9,8 @@
     KEYS[1]  task document (hash)
     ARGV[1]  task_name
     ARGV[2]  input_data as canonical JSON (opaque)
-    ARGV[3]  request record JSON (opaque): what the API shows as input_params
+    ARGV[3]  request record JSON (opaque): the request's task_name and callback_url; its
+             input_data is the stage's input (i:) or, when it differs, kept in request_input
     ARGV[4]  callback URL, "" for none
     ARGV[5]  claim token for a new run
     ARGV[6]  delivery id for this request's callback
@@ -51,11 +52,13 @@ local output_field = 'o:' .. task_name
 local t = rcall('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field)
+local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field, 'request')
 local meta = fetched[1] and cjson.decode(fetched[1]) or nil
-local stage = fetched[2] and cjson.decode(fetched[2]) or nil
+local stage_json = fetched[2]
+local stage = stage_json and cjson.decode(stage_json) or nil
 local stored_input = fetched[3] or ''
 local stored_output = fetched[4] or ''
+local stored_request = fetched[5]
 
 local input_matches = ''
 if stage then
@@ -86,6 +89,8 @@ end
 
 local callbacks = (stage and stage.callbacks) or {}
 local is_hit = (state == 'completed' or state == 'pending' or state == 'running')
+-- A plain hit leaves the stage as it is: no re-encoding, no rewrite, no AOF growth.
+local stage_changed = not is_hit
 
 -- Find this request's place among the callback records. Waiting records are the
 -- subscribers of the current run; a URL subscribes to one run once.
@@ -121,6 +126,7 @@ if callback_url ~= '' then
     if input_matches ~= '' then entry.input_matches = (input_matches == '1') end
     if state == 'completed' then entry.cached_ms = stage.finished_ms end
     callbacks[#callbacks + 1] = entry
+    stage_changed = true
     my_delivery = delivery_id
     if state == 'completed' then due_now = '1' end
   end
@@ -153,8 +159,20 @@ meta.updated_ms = now_ms
 meta.last_task_name = task_name
 meta.last_delivery_id = my_delivery
 
-local stage_json = cjson.encode(stage)
-rcall('HSET', doc_key, 'meta', cjson.encode(meta), 'request', request_json, stage_field, stage_json)
+rcall('HSET', doc_key, 'meta', cjson.encode(meta))
+if stage_changed then
+  stage_json = cjson.encode(stage)
+  rcall('HSET', doc_key, stage_field, stage_json)
+end
+if stored_request ~= request_json then
+  rcall('HSET', doc_key, 'request', request_json)
+end
+-- The latest request's input is usually the stage's own input: store it once.
+if input_json == stored_input then
+  rcall('HDEL', doc_key, 'request_input')
+else
+  rcall('HSET', doc_key, 'request_input', input_json)
+end
 rcall('EXPIRE', doc_key, ttl_seconds)
 
 return {state, input_matches, stage_json, stored_input, stored_output, my_delivery, due_now}

@@ -64,6 +64,12 @@ def test_hit_with_different_input_stays_a_hit_with_stored_input(client, work, ta
     assert response.json["reuse_info"]["input_matches"] is False
     assert response.json["result"]["input_params"] == {"x": 1}
     assert response.json["result"]["output"] == {"x": 1}
+    # The document's input_params describe the latest request, the stage its own run.
+    document = client.get(f"/v1/tasks/{task_id}/status").json
+    assert document["input_params"]["input_data"] == {"x": 2}
+    assert document["stages"][ECHO]["input_params"] == {"x": 1}
+    create(client, task_id, input_data={"x": 1})
+    assert client.get(f"/v1/tasks/{task_id}/status").json["input_params"]["input_data"] == {"x": 1}
 
 
 def test_input_matching_ignores_key_order(client, work, task_id):

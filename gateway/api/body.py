@@ -25,17 +25,17 @@ def _finite_float(text: str) -> float:
 
 
 def _depth(value: Any) -> int:
-    """Nesting depth of containers, without recursion (a deep body must not blow the stack)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in node.values())
-        elif isinstance(node, list):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in node)
-    return deepest
+    """Nesting depth of containers, level by level (no recursion: a deep body must not
+    blow the stack), visiting containers only."""
+    depth, level = 0, [value] if isinstance(value, (dict, list)) else []
+    while level:
+        depth += 1
+        children = []
+        for node in level:
+            items = node.values() if isinstance(node, dict) else node
+            children.extend(child for child in items if isinstance(child, (dict, list)))
+        level = children
+    return depth
 
 
 def json_body(*, required: bool = True) -> Any:
@@ -52,7 +52,8 @@ def json_body(*, required: bool = True) -> Any:
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationFailed("The request body is not valid JSON.", {"body": [str(error)]}) from None
     limit = int(current_app.config["MAX_JSON_DEPTH"])
-    if _depth(value) > limit:
+    # Depth cannot exceed the number of brackets: most bodies need no walk at all.
+    if raw.count(b"{") + raw.count(b"[") > limit and _depth(value) > limit:
         raise ValidationFailed(
             f"The request body is nested deeper than {limit} levels.", {"body": [f"depth limit is {limit}"]}
         )
