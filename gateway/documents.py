@@ -50,7 +50,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def _callbacks(state: dict[str, Any]) -> list[dict[str, Any]]:
+def callback_entries(state: dict[str, Any]) -> list[dict[str, Any]]:
     # Lua's cjson writes an empty list as {}.
     callbacks = state.get("callbacks") or []
     return callbacks if isinstance(callbacks, list) else []
@@ -94,13 +94,13 @@ def stage_record(task_name: str, state: dict[str, Any], input_json: str | None, 
         created_at=iso(state.get("created_ms")),
         started_at=iso(state.get("started_ms")),
         finished_at=iso(state.get("finished_ms")),
-        callbacks=[callback_record(entry) for entry in _callbacks(state)],
+        callbacks=[callback_record(entry) for entry in callback_entries(state)],
     )
     return record
 
 
 def find_callback(state: dict[str, Any], delivery_id: str) -> dict[str, Any] | None:
-    for entry in _callbacks(state):
+    for entry in callback_entries(state):
         if entry["delivery_id"] == delivery_id:
             return entry
     return None

@@ -130,12 +130,14 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
         except (ClaimLost, DocumentGone) as lost:
             return f"discarded: {type(lost).__name__}"
-        get_queues().forget_run(task_id, task_name)
         status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
         result = documents.stage_view(
             task_name, {"status": status.value, "error": error, "duration": duration}, input_json, output_json
         )
         enqueue_deliveries(task_id, task_name, due, result)
+        # Only now: until its deliveries are queued, the run's watch entry lets the
+        # sweeper find them if this process dies.
+        get_queues().forget_run(task_id, task_name)
         return status.value
 
 

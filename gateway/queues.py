@@ -135,6 +135,9 @@ class Queues:
         member = _member(task_id, task_name, delivery_id)
         self.connection.zadd(keys.delivery_watch(), {member: _now_ms() + self.delivery_grace_ms})
 
+    def delivery_watched(self, task_id: str, task_name: str, delivery_id: str) -> bool:
+        return self.connection.zscore(keys.delivery_watch(), _member(task_id, task_name, delivery_id)) is not None
+
     def forget_delivery(self, task_id: str, task_name: str, delivery_id: str) -> None:
         self.connection.zrem(keys.delivery_watch(), _member(task_id, task_name, delivery_id))
 

@@ -254,6 +254,11 @@ class Store:
             fields.get(documents.OUTPUT_FIELD + task_name),
         )
 
+    def callback_records(self, task_id: str, task_name: str) -> list[dict[str, Any]]:
+        """Every callback record of one stage (empty when the stage is gone)."""
+        stage_json = self.client.hget(keys.task_document(task_id), documents.STAGE_FIELD + task_name)
+        return documents.callback_entries(json.loads(stage_json)) if stage_json else []
+
     def delivery_record(self, task_id: str, task_name: str, delivery_id: str) -> dict[str, Any] | None:
         """The callback record of one delivery, or None when it (or its document) is gone."""
         stage_json = self.client.hget(keys.task_document(task_id), documents.STAGE_FIELD + task_name)

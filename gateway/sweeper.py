@@ -62,7 +62,10 @@ def _check_run(task_id: str, task_name: str, report: SweepReport) -> None:
     queues = get_queues()
     outcome = get_store().reap(task_id, task_name, int(current_app.config["MAX_ATTEMPTS"]))
     kind = outcome[0]
-    if kind in ("gone", "ended"):
+    if kind == "ended":
+        _send_unsent(task_id, task_name, report)
+        queues.forget_run(task_id, task_name)
+    elif kind == "gone":
         queues.forget_run(task_id, task_name)
     elif kind == "alive":
         status, token, lease_ms = outcome[1], outcome[2], int(outcome[3])
@@ -84,6 +87,24 @@ def _check_run(task_id: str, task_name: str, report: SweepReport) -> None:
         queues.forget_run(task_id, task_name)
         report.runs_failed += 1
         report.actions.append(f"failed {task_id}/{task_name}")
+
+
+def _send_unsent(task_id: str, task_name: str, report: SweepReport) -> None:
+    """Deliveries that became due when the run ended but were never enqueued (the worker
+    died between finish_run and its enqueues): the run's watch entry outlives them."""
+    queues = get_queues()
+    unsent = [
+        record["delivery_id"]
+        for record in get_store().callback_records(task_id, task_name)
+        if record["status"] == "queued"
+        and not record.get("waiting")
+        and not record.get("attempts")
+        and not queues.delivery_watched(task_id, task_name, record["delivery_id"])
+    ]
+    if unsent:
+        enqueue_deliveries(task_id, task_name, unsent, get_store().read_stage(task_id, task_name))
+        report.deliveries_requeued += len(unsent)
+        report.actions.append(f"sent {len(unsent)} unsent deliveries of {task_id}/{task_name}")
 
 
 def _check_delivery(task_id: str, task_name: str, delivery_id: str, report: SweepReport) -> None:

@@ -111,3 +111,26 @@ def test_sweep_command_reports(app):
     result = app.test_cli_runner().invoke(args=["sweep"])
     assert result.exit_code == 0
     assert "runs checked 0" in result.output
+
+
+def test_deliveries_never_enqueued_after_the_run_ended_are_sent(make_app, task_id, receiver, run_log):
+    """The worker died between finish_run and enqueuing the deliveries it released."""
+    from gateway.worker import build_worker
+
+    app = make_app()
+    client = app.test_client()
+    create(client, task_id, "testing.count", {"log": run_log.path}, callback=receiver.url())
+    token = stage_state(app, task_id, "testing.count")["token"]
+    with app.app_context():
+        store = get_store()
+        store.start(task_id, "testing.count", token)
+        store.finish(task_id, "testing.count", token, output_json='{"done":true}', error=None, duration=0.1)
+        get_queues().watch_run(task_id, "testing.count", 0)  # its watch entry is still there
+        report = sweep_once()
+        assert report.deliveries_requeued == 1
+        build_worker(["callbacks"]).work(burst=True, logging_level="WARNING")
+    [delivered] = receiver.wait_for(1)
+    assert delivered["json"]["result"]["output"] == {"done": True}
+    with app.app_context():  # a second pass finds nothing left to do
+        get_queues().watch_run(task_id, "testing.count", 0)
+        assert sweep_once().deliveries_requeued == 0
