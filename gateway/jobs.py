@@ -51,7 +51,7 @@ class _Heartbeat:
         def renew() -> bool:
             if not store.renew(task_id, task_name, token):
                 return False
-            queues.watch_run(task_id, task_name, _lease_check_ms(store))
+            queues.watch_run(task_id, task_name, queues.lease_check_ms())
             return True
 
         self._renew = renew
@@ -89,11 +89,6 @@ def _output_json(output: object, max_bytes: int) -> str:
     return text
 
 
-def _lease_check_ms(store: Store) -> int:
-    """When the sweeper should look at a run if no heartbeat comes: just after its lease."""
-    return int(time.time() * 1000) + store.run_lease_ms + 1000
-
-
 def safe_text(text: str, limit: int = 2000) -> str:
     """Text that Redis can store: UTF-8-encodable (a lone surrogate from a caller's input
     would make redis-py fail) and bounded."""
@@ -110,7 +105,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         except (ClaimLost, DocumentGone) as error:
             return f"skipped: {type(error).__name__} {error}"
 
-        get_queues().watch_run(task_id, task_name, _lease_check_ms(store))
+        get_queues().watch_run(task_id, task_name, get_queues().lease_check_ms())
         handler = tasks.get_handler(task_name)
         context = tasks.TaskContext(task_id=task_id, task_name=task_name, attempt=attempt)
         output_json, error = None, None

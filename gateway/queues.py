@@ -16,6 +16,7 @@ from flask import current_app
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 
 from gateway import keys, store, tasks
 
@@ -57,7 +58,7 @@ class Queues:
         job_id = run_job_id(token, task_name)
         with self.connection.pipeline() as pipe:
             pipe.multi()  # explicit, or RQ would start the transaction after our ZADD and fail
-            pipe.zadd(keys.run_watch(), {_member(task_id, task_name): _now_ms() + self.run_lease_ms})
+            pipe.zadd(keys.run_watch(), {_member(task_id, task_name): self.lease_check_ms()})
             self.get(tasks.node_of(task_name)).enqueue(
                 "gateway.jobs.run_stage",
                 task_id,
@@ -74,6 +75,10 @@ class Queues:
                 pipeline=pipe,
             )
             pipe.execute()
+
+    def lease_check_ms(self) -> int:
+        """When to look at a run that gives no sign of life: one run lease from now."""
+        return _now_ms() + self.run_lease_ms
 
     def run_job_alive(self, token: str, task_name: str) -> bool:
         """Whether the run's job is waiting in RQ or was taken by a worker within a lease."""
@@ -195,10 +200,13 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-_WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+_WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED)
 
 
-def _job_alive(connection: Redis, job_id: str, started_within_ms: int) -> bool:
+def _job_alive(connection: Redis, job_id: str, grace_ms: int) -> bool:
+    """Whether a job will still run or is running: queued; scheduled and not overdue by
+    more than ``grace_ms`` (a scheduled job needs RQ's scheduler, whose process can die);
+    or taken by a worker less than ``grace_ms`` ago."""
     try:
         job = Job.fetch(job_id, connection=connection)
     except NoSuchJobError:
@@ -206,9 +214,15 @@ def _job_alive(connection: Redis, job_id: str, started_within_ms: int) -> bool:
     status = job.get_status(refresh=False)
     if status in _WAITING:
         return True
+    if status == JobStatus.SCHEDULED:
+        try:
+            due = ScheduledJobRegistry(job.origin, connection=connection).get_scheduled_time(job)
+        except NoSuchJobError:
+            return False
+        return _now_ms() < due.replace(tzinfo=UTC).timestamp() * 1000 + grace_ms
     if status == JobStatus.STARTED and job.started_at is not None:
         started_ms = job.started_at.replace(tzinfo=UTC).timestamp() * 1000
-        return _now_ms() - started_ms < started_within_ms
+        return _now_ms() - started_ms < grace_ms
     return False
 
 

@@ -31,12 +31,16 @@ MESSAGES = {
 
 def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None) -> tuple[dict, int]:
     """Claim the stage, start what the verdict asks for, and build the response body."""
-    store = get_store()
+    store, queues = get_store(), get_queues()
+    # Watched before the claim, so that a process dying between the claim and its enqueue
+    # leaves a trace the sweeper follows (the claim script may not touch the global watch
+    # list). One entry per stage, however many requests: a hit costs one ZADD.
+    queues.watch_run(task_id, task_name, queues.lease_check_ms())
     verdict = store.claim(task_id, task_name, input_data, callback)
     body = create_response(verdict)
     if not verdict.hit:
         try:
-            get_queues().enqueue_run(task_id, task_name, verdict.token)
+            queues.enqueue_run(task_id, task_name, verdict.token)
         except RedisError as error:
             # Without its job the claimed run would look alive for a whole queue lease:
             # end it FAILED now (best effort; the store may be down too) and answer 503.
