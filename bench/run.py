@@ -370,7 +370,7 @@ class Bench:
         self.wait_success(task_ids, timeout=120)
 
         usage = statistics.mean(self.redis.memory_usage(doc_key(t), samples=0) for t in task_ids)
-        # The hash holds input, output, the request record (input again), stage state, meta.
+        # The hash holds input, output, the request record, stage state, meta.
         field_bytes = sum(len(k) + len(v) for k, v in self.redis.hgetall(doc_key(task_ids[0])).items())
         self.row(
             f"doc memory per stage, {payload} B payload",
@@ -384,15 +384,14 @@ class Bench:
             f"{self.redis.memory_usage(doc_key(HIT_ID), samples=0):,} B",
             f"the {HIT_ID} document (small hash: listpack encoding)",
         )
-        # What RQ keeps per finished run (gateway/queues.py: result_ttl=600): the job hash
-        # and a results stream. Only this phase's runs and the hit's exist at this point.
+        # What RQ still keeps of this phase's finished runs (a job hash and a results
+        # stream each, unless the gateway enqueues them with result_ttl=0).
         rq_keys = [*self.redis.scan_iter("rq:job:run-*"), *self.redis.scan_iter("rq:results:run-*")]
-        runs = sum(1 for key in rq_keys if key.startswith("rq:job:"))
         rq_bytes = sum(self.redis.memory_usage(key, samples=0) for key in rq_keys)
         self.row(
             "RQ memory per finished run",
-            f"{rq_bytes / runs:,.0f} B",
-            f"rq:job hash + rq:results stream, mean of {runs} runs; kept result_ttl=600 s after the run",
+            f"{rq_bytes / len(task_ids):,.0f} B",
+            f"{len(rq_keys)} rq:job/rq:results keys left for {len(task_ids)} finished runs",
         )
 
     def runs(self) -> None:
