@@ -7,6 +7,7 @@ import time
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.exceptions import StopRequested
 
@@ -65,7 +66,10 @@ def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None
         while True:
             worker = build_worker(names)
             current_app.logger.info("worker serving queues: %s", ", ".join(q.name for q in worker.queues))
-            worker.work(burst=burst, with_scheduler=True, logging_level=log_level.upper())
+            try:
+                worker.work(burst=burst, with_scheduler=True, logging_level=log_level.upper())
+            except RedisError as error:  # raised from RQ's teardown while Redis is still down
+                current_app.logger.warning("worker lost Redis: %s", error)
             # RQ's work() returns on SIGTERM/SIGINT, at the end of a burst, and also when a
             # Redis error reaches its loop (it logs and quits). Only the first two end us:
             # a Redis restart must not leave the machine without workers.
