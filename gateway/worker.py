@@ -64,16 +64,19 @@ def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None
         sweeper.start()
     try:
         while True:
-            worker = build_worker(names)
-            current_app.logger.info("worker serving queues: %s", ", ".join(q.name for q in worker.queues))
+            worker = None
             try:
+                worker = build_worker(names)  # talks to Redis already (CLIENT SETNAME)
+                current_app.logger.info("worker serving queues: %s", ", ".join(q.name for q in worker.queues))
                 worker.work(burst=burst, with_scheduler=True, logging_level=log_level.upper())
-            except RedisError as error:  # raised from RQ's teardown while Redis is still down
+            except RedisError as error:  # also raised from RQ's teardown while Redis is down
+                if burst:
+                    raise
                 current_app.logger.warning("worker lost Redis: %s", error)
             # RQ's work() returns on SIGTERM/SIGINT, at the end of a burst, and also when a
             # Redis error reaches its loop (it logs and quits). Only the first two end us:
             # a Redis restart must not leave the machine without workers.
-            if burst or _asked_to_stop(worker):
+            if burst or (worker is not None and _asked_to_stop(worker)):
                 break
             current_app.logger.warning("worker stopped without being asked (Redis error?); starting again")
             try:
