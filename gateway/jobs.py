@@ -105,7 +105,8 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         except (ClaimLost, DocumentGone) as error:
             return f"skipped: {type(error).__name__} {error}"
 
-        get_queues().watch_run(task_id, task_name, get_queues().lease_check_ms())
+        queues = get_queues()
+        queues.watch_run(task_id, task_name, queues.lease_check_ms())
         handler = tasks.get_handler(task_name)
         context = tasks.TaskContext(task_id=task_id, task_name=task_name, attempt=attempt)
         output_json, error = None, None
@@ -132,7 +133,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         enqueue_deliveries(task_id, task_name, due, result)
         # Only now: until its deliveries are queued, the run's watch entry lets the
         # sweeper find them if this process dies.
-        get_queues().forget_run(task_id, task_name)
+        queues.forget_run(task_id, task_name)
         return status.value
 
 

@@ -65,9 +65,9 @@ def _not_loaded(name: str) -> ScriptsNotLoaded:
     )
 
 
-def load_all(client: Redis) -> dict[str, str]:
-    """``SCRIPT LOAD`` every script; name → SHA."""
-    return {name: client.script_load(source) for name, source in read_sources().items()}
+def load_all(client: Redis, sources: dict[str, str] | None = None) -> dict[str, str]:
+    """``SCRIPT LOAD`` every script (the gateway's unless ``sources`` is given); name → SHA."""
+    return {name: client.script_load(source) for name, source in (sources or read_sources()).items()}
 
 
 def rq_sources() -> dict[str, str]:
@@ -95,8 +95,8 @@ def load_command() -> None:
     """Load every Lua script into Redis and print its name and SHA."""
     try:
         for client, sources in _targets():
-            for name, source in sources.items():
-                click.echo(f"{name} {client.script_load(source)}")
+            for name, sha in load_all(client, sources).items():
+                click.echo(f"{name} {sha}")
     except RedisError as error:
         raise click.ClickException(f"could not load scripts: {error}") from error
 

@@ -21,6 +21,7 @@ import requests
 from gateway import create_app
 from gateway.embedded import EmbeddedRedis, free_port
 from gateway.worker import build_worker
+from tests.faults.harness import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -182,14 +183,11 @@ def receiver():
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
+    """The predicate's first truthy value; fails the test once ``timeout`` is over."""
+    value = wait_for(predicate, timeout, interval)
+    if not value:
+        raise AssertionError("condition not met in time")
+    return value
 
 
 class Stack:
