@@ -21,10 +21,12 @@ def task_document(task_id: str) -> str:
     return f"{PREFIX}:task:{{{task_id}}}"
 
 
-# The two watch lists live in the queue Redis, beside RQ's own keys, and no Lua script
-# touches them: the scripts stay within one task's slot. Each is a sorted set scored by
-# the time (epoch ms) at which the sweeper should look at a member; a member is a hint,
-# and the sweeper checks the document before it acts.
+# The two watch lists live in the queue Redis, beside RQ's own keys. Each is a sorted set
+# scored by the time (epoch ms) at which the sweeper should look at a member; a member is
+# a hint, and the sweeper checks the document before it acts. One script writes to one:
+# claim_stage adds a claimed run to ``run_watch`` in the same atomic step, but only when
+# the queue Redis is the store Redis (``Store.watches_runs``); otherwise the web process
+# adds it before the claim. Every other script stays within one task's slot.
 
 
 def run_watch() -> str:
@@ -35,3 +37,8 @@ def run_watch() -> str:
 def delivery_watch() -> str:
     """Deliveries that are due; member ``<task_id>\\t<task_name>\\t<delivery_id>``."""
     return f"{PREFIX}:watch:deliveries"
+
+
+def watch_member(*parts: str) -> str:
+    """A watch list member: its parts joined by tabs (task ids and names cannot hold one)."""
+    return "\t".join(parts)

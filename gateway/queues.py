@@ -191,9 +191,7 @@ def delivery_job_id(delivery_id: str, try_number: int) -> str:
     return f"dlv-{delivery_id}-{try_number}"
 
 
-def _member(*parts: str) -> str:
-    # Task ids and names cannot hold a tab (their patterns forbid it).
-    return "\t".join(parts)
+_member = keys.watch_member
 
 
 def _now_ms() -> int:

@@ -32,10 +32,12 @@ MESSAGES = {
 def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None) -> tuple[dict, int]:
     """Claim the stage, start what the verdict asks for, and build the response body."""
     store, queues = get_store(), get_queues()
-    # Watched before the claim, so that a process dying between the claim and its enqueue
-    # leaves a trace the sweeper follows (the claim script may not touch the global watch
-    # list). One entry per stage, however many requests: a hit costs one ZADD.
-    queues.watch_run(task_id, task_name, queues.lease_check_ms())
+    # A process dying between the claim and its enqueue must leave a trace the sweeper
+    # follows. The claim script writes it when the watch list is in the store's Redis (the
+    # usual single-Redis setup, and then a hit costs no write here); otherwise it is
+    # written before the claim: one entry per stage, however many requests.
+    if not store.watches_runs:
+        queues.watch_run(task_id, task_name, queues.lease_check_ms())
     verdict = store.claim(task_id, task_name, input_data, callback)
     body = create_response(verdict)
     if not verdict.hit:

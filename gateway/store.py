@@ -81,6 +81,9 @@ class Store:
         self.run_lease_ms = int(float(config["RUN_LEASE_SECONDS"]) * 1000)
         self.max_stages = int(config["MAX_STAGES_PER_TASK"])
         self.max_callbacks = int(config["MAX_CALLBACKS_PER_STAGE"])
+        #: Whether the claim script adds a claimed run to the run watch list itself: only
+        #: possible when the queues (which hold that list) live in this very Redis.
+        self.watches_runs = config["QUEUE_REDIS_URL"] == config["REDIS_URL"]
 
     # -- writes, each one script -------------------------------------------------
 
@@ -89,9 +92,13 @@ class Store:
         input_json = documents.canonical_json(input_data)
         request_json = documents.canonical_json({"task_name": task_name, "callback_url": callback_url})
         token, delivery_id = _two_ids()
+        script_keys, watch_args = [keys.task_document(task_id)], []
+        if self.watches_runs:
+            script_keys.append(keys.run_watch())
+            watch_args = [keys.watch_member(task_id, task_name), self.run_lease_ms]
         result = self.scripts(
             "claim_stage",
-            [keys.task_document(task_id)],
+            script_keys,
             [
                 task_name,
                 input_json,
@@ -103,6 +110,7 @@ class Store:
                 self.ttl,
                 self.max_stages,
                 self.max_callbacks,
+                *watch_args,
             ],
         )
         state, matches, stage_json, stored_input, stored_output, delivery_id, due = result
@@ -129,12 +137,15 @@ class Store:
         )
 
     def start(self, task_id: str, task_name: str, token: str) -> tuple[int, str]:
-        """Mark the run RUNNING; returns (attempt, input JSON). Raises ClaimLost/DocumentGone."""
-        result = self.scripts(
-            "start_run",
-            [keys.task_document(task_id)],
-            [task_name, token, self.run_lease_ms, self.ttl],
-        )
+        """Mark the run RUNNING; returns (attempt, input JSON). Raises ClaimLost/DocumentGone.
+
+        With ``watches_runs``, the run's watch entry moves to the end of its lease in the
+        same step; otherwise the caller moves it."""
+        script_keys, args = [keys.task_document(task_id)], [task_name, token, self.run_lease_ms, self.ttl]
+        if self.watches_runs:
+            script_keys.append(keys.run_watch())
+            args.append(keys.watch_member(task_id, task_name))
+        result = self.scripts("start_run", script_keys, args)
         _raise_unless_ok(result[0])
         return int(result[1]), result[2]
 
@@ -165,13 +176,17 @@ class Store:
         error: str | None,
         duration: float,
     ) -> list[str]:
-        """End the run SUCCESS (output) or FAILED (error); returns the deliveries now due."""
+        """End the run SUCCESS (output) or FAILED (error); returns the deliveries now due.
+
+        With ``watches_runs`` and no delivery due, the run's watch entry is dropped in the
+        same step; otherwise the caller drops it once it queued the deliveries."""
         status = documents.StageStatus.SUCCESS if error is None else documents.StageStatus.FAILED
-        result = self.scripts(
-            "finish_run",
-            [keys.task_document(task_id)],
-            [task_name, token, status.value, output_json or "", error or "", round(duration, 6), self.ttl],
-        )
+        script_keys = [keys.task_document(task_id)]
+        args = [task_name, token, status.value, output_json or "", error or "", round(duration, 6), self.ttl]
+        if self.watches_runs:
+            script_keys.append(keys.run_watch())
+            args.append(keys.watch_member(task_id, task_name))
+        result = self.scripts("finish_run", script_keys, args)
         _raise_unless_ok(result[0])
         return list(result[1:])
 

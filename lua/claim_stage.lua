@@ -7,6 +7,9 @@
 
   Input:
     KEYS[1]  task document (hash)
+    KEYS[2]  optional: the run watch list (sorted set). Given only when it lives in this
+             Redis; a claimed run is then added to it in this same step, so that no
+             process can die between the claim and the trace the sweeper follows
     ARGV[1]  task_name
     ARGV[2]  input_data as canonical JSON (opaque)
     ARGV[3]  request record JSON (opaque): the request's task_name and callback_url; its
@@ -18,6 +21,8 @@
     ARGV[8]  document TTL, seconds
     ARGV[9]  most stages one document may hold
     ARGV[10] most callback records one stage may hold
+    ARGV[11] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
+    ARGV[12] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
 
   Output: array
     [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
@@ -145,6 +150,9 @@ if not is_hit then
   }
   rcall('HSET', doc_key, input_field, input_json)
   rcall('HDEL', doc_key, output_field)
+  if KEYS[2] then
+    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[12]), ARGV[11])
+  end
   stored_input = input_json
   stored_output = ''
 else

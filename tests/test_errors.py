@@ -223,3 +223,46 @@ def test_redis_refusing_writes_is_a_503_not_a_500(client, redis_server):
     finally:
         admin.config_set("maxmemory", "0")
     assert client.post("/v1/tasks", json=VALID).status_code == 202
+
+
+SHORTCUT_CASES = [
+    VALID,
+    {"task_name": "demo.echo", "input_data": {"a": [1, {}]}},
+    {"task_name": "demo.echo", "input_data": {}, "callback": None},
+    {"task_name": "demo.echo", "input_data": {}, "callback": "http://127.0.0.1:9/hook"},
+    {"task_name": "demo.echo", "input_data": {}, "callback": "ftp://127.0.0.1/hook"},
+    {"task_name": "demo.echo", "input_data": {}, "callback": 5},
+    {"task_name": "demo.echo", "input_data": {}, "task_id": None},
+    {"task_name": "demo.echo", "input_data": {}, "task_id": "health"},
+    {"task_name": "demo.echo", "input_data": {}, "task_id": "a" * 129},
+    {"task_name": "demo.echo", "input_data": {}, "task_id": "a\nb"},
+    {"task_name": "demo.echo", "input_data": {}, "task_id": 7},
+    {"task_name": "demo.nope", "input_data": {}},
+    {"task_name": "Demo.echo", "input_data": {}},
+    {"task_name": ["demo.echo"], "input_data": {}},
+    {"task_name": "demo.echo", "input_data": []},
+    {"task_name": "demo.echo", "input_data": None},
+    {"task_name": "demo.echo"},
+    {"input_data": {}},
+    {"task_name": "demo.echo", "input_data": {}, "priority": 1},
+    {},
+]
+
+
+@pytest.mark.parametrize("body", SHORTCUT_CASES)
+def test_create_shortcut_accepts_and_refuses_what_the_schema_does(app, body):
+    from marshmallow import ValidationError
+
+    from gateway.api.schemas import create_task_schema, load_create_request
+
+    def outcome(load):
+        try:
+            data = load(dict(body))
+        except ValidationError as error:
+            return "refused", error.messages
+        if "task_id" not in body:
+            assert data.pop("task_id").startswith("task-")  # generated, so it differs between calls
+        return "accepted", data
+
+    with app.app_context():
+        assert outcome(load_create_request) == outcome(create_task_schema.load)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+import redis
 from rq.job import Job
 
-from gateway.queues import delivery_job_id, get_queues, run_job_id
+from gateway import keys, service
+from gateway.queues import Queues, delivery_job_id, get_queues, run_job_id
 from gateway.store import get_store
 from gateway.sweeper import sweep_once
 from tests.test_reuse import create, stage, stage_state
@@ -70,6 +73,52 @@ def test_claim_whose_job_never_reached_rq_is_requeued(make_app, work, task_id, r
     work(app)
     assert stage(client, task_id, "testing.count")["status"] == "SUCCESS"
     assert len(run_log.lines()) == 1
+
+
+class DiedBeforeEnqueue(BaseException):
+    """Stands for the web process dying between the claim and the enqueue."""
+
+
+@pytest.mark.parametrize("queue_db", [None, 2], ids=["queue-in-store-redis", "queue-in-another-redis"])
+def test_claim_of_a_process_that_died_before_its_enqueue_is_found(
+    make_app, work, task_id, run_log, redis_server, monkeypatch, queue_db
+):
+    overrides = {"RUN_LEASE_SECONDS": 0.2}
+    if queue_db is not None:
+        redis.Redis(port=redis_server.port, db=queue_db).flushdb()
+        overrides["QUEUE_REDIS_URL"] = f"redis://127.0.0.1:{redis_server.port}/{queue_db}"
+    app = make_app(**overrides)
+    client = app.test_client()
+
+    def die(*args, **kwargs):
+        raise DiedBeforeEnqueue
+
+    with app.app_context(), monkeypatch.context() as patch:
+        # The claim script writes the watch entry itself in one layout, the web process
+        # before the claim in the other; either way it must be there.
+        assert get_store().watches_runs is (queue_db is None)
+        patch.setattr(Queues, "enqueue_run", die)
+        with pytest.raises(DiedBeforeEnqueue):
+            service.create_task(task_id, "testing.count", {"log": run_log.path}, None)
+    assert stage(client, task_id, "testing.count")["status"] == "PENDING"
+    time.sleep(0.3)
+    with app.app_context():
+        assert sweep_once().runs_requeued == 1
+    work(app)
+    assert stage(client, task_id, "testing.count")["status"] == "SUCCESS"
+    assert len(run_log.lines()) == 1
+
+
+def test_a_hit_adds_no_watch_entry(make_app, work, task_id):
+    app = make_app()
+    client = app.test_client()
+    create(client, task_id, "demo.echo", {"v": 1})
+    work(app)
+    with app.app_context():
+        watch = get_queues().connection
+        assert watch.zcard(keys.run_watch()) == 0  # the finished run forgot its entry
+        create(client, task_id, "demo.echo", {"v": 1})  # a completed hit: nothing to watch
+        assert watch.zcard(keys.run_watch()) == 0
 
 
 def test_live_runs_are_left_alone(make_app, task_id, run_log):

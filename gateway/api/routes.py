@@ -12,8 +12,8 @@ from gateway.api.body import json_body
 from gateway.api.schemas import (
     RESERVED_TASK_IDS,
     TASK_ID_RULE,
-    create_task_schema,
     delete_task_schema,
+    load_create_request,
     result_query_schema,
     task_id_field_validator,
 )
@@ -45,7 +45,7 @@ def _task_ref(task_id: str) -> str:
 
 @bp.post("")
 def create_task():
-    data = create_task_schema.load(json_body())
+    data = load_create_request(json_body())
     body, status = service.create_task(
         tenancy.scoped(data["task_id"]), data["task_name"], data["input_data"], data["callback"]
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from typing import Any
 
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates
@@ -16,8 +18,10 @@ TASK_ID_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter 
 # (DELETE /v1/tasks/health would be ambiguous), so they are not task ids.
 RESERVED_TASK_IDS = ("health", "supported-tasks")
 
+_TASK_ID = re.compile(TASK_ID_PATTERN)
+
 task_id_field_validator = validate.And(
-    validate.Regexp(TASK_ID_PATTERN, error=f"task_id must be {TASK_ID_RULE}"),
+    validate.Regexp(_TASK_ID, error=f"task_id must be {TASK_ID_RULE}"),
     validate.NoneOf(RESERVED_TASK_IDS, error="task_id {input!r} is reserved"),
 )
 
@@ -49,6 +53,49 @@ class CreateTaskSchema(Schema):
             urlpolicy.check_url(value, current_app.config["CALLBACK_POLICY"])
         except urlpolicy.UrlRefused as error:
             raise ValidationError(str(error)) from None
+
+
+_CREATE_FIELDS = frozenset(CreateTaskSchema._declared_fields)
+
+
+def load_create_request(body: dict[str, Any]) -> dict[str, Any]:
+    """``create_task_schema.load(body)``, with a shortcut for a request that is valid.
+
+    The schema costs about a tenth of a reuse hit. The shortcut applies the same rules
+    (the same pattern, registry and URL policy) and accepts only what the schema accepts;
+    anything else goes through the schema, which then names every problem.
+    tests/test_errors.py checks that both agree.
+    """
+    task_name, task_id = body.get("task_name"), body.get("task_id", None)
+    callback, input_data = body.get("callback"), body.get("input_data")
+    if (
+        body.keys() <= _CREATE_FIELDS
+        and type(input_data) is dict
+        and type(task_name) is str
+        and tasks.TASK_NAME.match(task_name)
+        and tasks.is_registered(task_name)
+        and (_is_task_id(task_id) or (task_id is None and "task_id" not in body))
+        and (callback is None or type(callback) is str and _callback_allowed(callback))
+    ):
+        return {
+            "task_name": task_name,
+            "task_id": task_id if task_id is not None else _new_task_id(),
+            "callback": callback,
+            "input_data": input_data,
+        }
+    return create_task_schema.load(body)
+
+
+def _is_task_id(value: object) -> bool:
+    return type(value) is str and _TASK_ID.match(value) is not None and value not in RESERVED_TASK_IDS
+
+
+def _callback_allowed(url: str) -> bool:
+    try:
+        urlpolicy.check_url(url, current_app.config["CALLBACK_POLICY"])
+    except urlpolicy.UrlRefused:
+        return False
+    return True
 
 
 class DeleteTaskSchema(Schema):
