@@ -123,7 +123,6 @@ def reuse_info(task_name: str, state: str, input_matches: bool | None, cached_ms
 def document(task_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """The whole document of a task from its hash fields (``HGETALL``)."""
     meta = json.loads(fields["meta"])
-    request = json.loads(fields.get("request") or "{}")
     # The latest request's input: its stage's input unless it differed (see claim_stage.lua).
     request_input = fields.get("request_input") or fields.get(INPUT_FIELD + meta.get("last_task_name", ""))
     stages: dict[str, Any] = {}
@@ -147,9 +146,9 @@ def document(task_id: str, fields: dict[str, str]) -> dict[str, Any]:
         "created_at": iso(meta.get("created_ms")),
         "updated_at": iso(meta.get("updated_ms")),
         "input_params": {
-            "task_name": request.get("task_name"),
+            "task_name": meta.get("last_task_name"),
             "input_data": json.loads(request_input) if request_input else {},
-            "callback_url": request.get("callback_url"),
+            "callback_url": meta.get("last_callback_url"),
         },
         "stages": stages,
         "callback_status": callback_status,

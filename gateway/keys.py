@@ -12,9 +12,9 @@ PREFIX = "gw"
 def task_document(task_id: str) -> str:
     """The hash that holds a task's whole document.
 
-    Fields: ``meta`` (timestamps, stage count, the latest request's pointers),
-    ``request`` (the latest create request's task name and callback URL),
-    ``request_input`` (its input, only when it differs from its stage's), and per stage ``s:<name>``
+    Fields: ``meta`` (timestamps, stage count, the latest request's task name, callback
+    URL and delivery id), ``request_input`` (the latest request's input, only when it
+    differs from its stage's), and per stage ``s:<name>``
     (state JSON, touched by Lua), ``i:<name>`` and ``o:<name>`` (input and output,
     opaque JSON that Lua never decodes).
     """

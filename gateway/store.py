@@ -90,7 +90,6 @@ class Store:
     def claim(self, task_id: str, task_name: str, input_data: dict, callback_url: str | None) -> Verdict:
         """Decide the reuse verdict and write what it needs, in one script call."""
         input_json = documents.canonical_json(input_data)
-        request_json = documents.canonical_json({"task_name": task_name, "callback_url": callback_url})
         token, delivery_id = _two_ids()
         script_keys, watch_args = [keys.task_document(task_id)], []
         if self.watches_runs:
@@ -102,7 +101,6 @@ class Store:
             [
                 task_name,
                 input_json,
-                request_json,
                 callback_url or "",
                 token,
                 delivery_id,

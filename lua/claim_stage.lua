@@ -12,17 +12,18 @@
              process can die between the claim and the trace the sweeper follows
     ARGV[1]  task_name
     ARGV[2]  input_data as canonical JSON (opaque)
-    ARGV[3]  request record JSON (opaque): the request's task_name and callback_url; its
-             input_data is the stage's input (i:) or, when it differs, kept in request_input
-    ARGV[4]  callback URL, "" for none
-    ARGV[5]  claim token for a new run
-    ARGV[6]  delivery id for this request's callback
-    ARGV[7]  queue lease of a new PENDING run, milliseconds
-    ARGV[8]  document TTL, seconds
-    ARGV[9]  most stages one document may hold
-    ARGV[10] most callback records one stage may hold
-    ARGV[11] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
-    ARGV[12] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
+    ARGV[3]  callback URL, "" for none
+    ARGV[4]  claim token for a new run
+    ARGV[5]  delivery id for this request's callback
+    ARGV[6]  queue lease of a new PENDING run, milliseconds
+    ARGV[7]  document TTL, seconds
+    ARGV[8]  most stages one document may hold
+    ARGV[9]  most callback records one stage may hold
+    ARGV[10] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
+    ARGV[11] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
+
+  The latest request is recorded in meta (last_task_name, last_callback_url); its
+  input_data is its stage's input (i:) or, when it differs, kept in request_input.
 
   Output: array
     [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
@@ -41,14 +42,13 @@ if redis.replicate_commands then redis.replicate_commands() end
 local doc_key = KEYS[1]
 local task_name = ARGV[1]
 local input_json = ARGV[2]
-local request_json = ARGV[3]
-local callback_url = ARGV[4]
-local token = ARGV[5]
-local delivery_id = ARGV[6]
-local queue_lease_ms = tonumber(ARGV[7])
-local ttl_seconds = tonumber(ARGV[8])
-local max_stages = tonumber(ARGV[9])
-local max_callbacks = tonumber(ARGV[10])
+local callback_url = ARGV[3]
+local token = ARGV[4]
+local delivery_id = ARGV[5]
+local queue_lease_ms = tonumber(ARGV[6])
+local ttl_seconds = tonumber(ARGV[7])
+local max_stages = tonumber(ARGV[8])
+local max_callbacks = tonumber(ARGV[9])
 
 local stage_field = 's:' .. task_name
 local input_field = 'i:' .. task_name
@@ -57,13 +57,12 @@ local output_field = 'o:' .. task_name
 local t = rcall('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field, 'request')
+local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field)
 local meta = fetched[1] and cjson.decode(fetched[1]) or nil
 local stage_json = fetched[2]
 local stage = stage_json and cjson.decode(stage_json) or nil
 local stored_input = fetched[3] or ''
 local stored_output = fetched[4] or ''
-local stored_request = fetched[5]
 
 local input_matches = ''
 if stage then
@@ -137,6 +136,9 @@ if callback_url ~= '' then
   end
 end
 
+-- An empty list is left out of the stored stage: readers take a missing one as empty.
+if #callbacks == 0 then callbacks = nil end
+
 if not is_hit then
   -- A new attempt. Subscribers of a dead run (stale) stay subscribed to the new one;
   -- after SUCCESS or FAILED nobody waits any more.
@@ -145,13 +147,12 @@ if not is_hit then
     status = 'PENDING', attempt = attempt, token = token,
     lease_ms = now_ms + queue_lease_ms,
     created_ms = (stage and stage.created_ms) or now_ms,
-    claimed_ms = now_ms,
     callbacks = callbacks,
   }
   rcall('HSET', doc_key, input_field, input_json)
   rcall('HDEL', doc_key, output_field)
   if KEYS[2] then
-    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[12]), ARGV[11])
+    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[11]), ARGV[10])
   end
   stored_input = input_json
   stored_output = ''
@@ -166,14 +167,12 @@ if state == 'miss' then meta.stages = meta.stages + 1 end
 meta.updated_ms = now_ms
 meta.last_task_name = task_name
 meta.last_delivery_id = my_delivery
+if callback_url ~= '' then meta.last_callback_url = callback_url else meta.last_callback_url = nil end
 
 rcall('HSET', doc_key, 'meta', cjson.encode(meta))
 if stage_changed then
   stage_json = cjson.encode(stage)
   rcall('HSET', doc_key, stage_field, stage_json)
-end
-if stored_request ~= request_json then
-  rcall('HSET', doc_key, 'request', request_json)
 end
 -- The latest request's input is usually the stage's own input: store it once.
 if input_json == stored_input then

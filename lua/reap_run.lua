@@ -46,7 +46,7 @@ if lost < max_lost then
   stage = {
     status = 'PENDING', attempt = stage.attempt + 1, token = token,
     lease_ms = now_ms + queue_lease_ms, created_ms = stage.created_ms,
-    claimed_ms = now_ms, callbacks = stage.callbacks, lost = lost,
+    callbacks = stage.callbacks, lost = lost,
   }
   result = {'rerun', tostring(stage.attempt), token}
 else

@@ -33,7 +33,7 @@ for i = 1, #fields, 2 do
       local retried = {
         status = 'PENDING', attempt = stage.attempt + 1, token = token,
         lease_ms = now_ms + queue_lease_ms, created_ms = stage.created_ms,
-        claimed_ms = now_ms, callbacks = stage.callbacks,
+        callbacks = stage.callbacks,
       }
       rcall('HSET', doc_key, field, cjson.encode(retried))
       result[#result + 1] = string.sub(field, 3)

@@ -224,3 +224,27 @@ def stage_state(app, task_id, task_name):
 
     with app.app_context():
         return json.loads(get_redis().hget(keys.task_document(task_id), f"s:{task_name}"))
+
+
+def test_document_reports_the_latest_request_and_stores_nothing_twice(app, client, work, task_id, receiver):
+    from gateway import keys
+    from gateway.store import get_redis
+
+    create(client, task_id, input_data={"v": 1}, callback=receiver.url())
+    work()
+    create(client, task_id, "demo.sleep", {"seconds": 0})  # the latest request: no callback
+    document = client.get(f"/v1/tasks/{task_id}/status").json
+    assert document["input_params"] == {"task_name": "demo.sleep", "input_data": {"seconds": 0}, "callback_url": None}
+    create(client, task_id, input_data={"v": 2}, callback=receiver.url("/again"))  # a hit, other input
+    document = client.get(f"/v1/tasks/{task_id}/status").json
+    assert document["input_params"] == {
+        "task_name": ECHO,
+        "input_data": {"v": 2},
+        "callback_url": receiver.url("/again"),
+    }
+    with app.app_context():
+        fields = set(get_redis().hkeys(keys.task_document(task_id)))
+    # No request record of its own: meta names the latest request, request_input holds its
+    # input only because it differs from the stage's.
+    assert fields == {"meta", "request_input", f"s:{ECHO}", f"i:{ECHO}", f"o:{ECHO}", "s:demo.sleep", "i:demo.sleep"}
+    assert "callbacks" not in stage_state(app, task_id, "demo.sleep")  # none: not stored as {}
