@@ -166,8 +166,9 @@ end
 if state == 'miss' then meta.stages = meta.stages + 1 end
 meta.updated_ms = now_ms
 meta.last_task_name = task_name
-meta.last_delivery_id = my_delivery
-if callback_url ~= '' then meta.last_callback_url = callback_url else meta.last_callback_url = nil end
+-- Absent rather than "" when the latest request had no callback (nil removes the key).
+meta.last_delivery_id = (my_delivery ~= '') and my_delivery or nil
+meta.last_callback_url = (callback_url ~= '') and callback_url or nil
 
 rcall('HSET', doc_key, 'meta', cjson.encode(meta))
 if stage_changed then
