@@ -4,7 +4,8 @@ It starts its own embedded Redis, gunicorn for the gateway and for a floor app
 (bench/floor_app.py) with the same flags, and one RQ worker, then measures:
 
 * memory: MEMORY USAGE of task documents holding one stage of known payload size;
-* runs:   demo.echo runs/s of one worker, from enqueuing N tasks to all SUCCESS;
+* runs:   demo.echo runs/s of 1 and of 2 workers draining N tasks queued beforehand, and
+          RQ's own ceiling, a no-op job on RQ's SimpleWorker (bench/runs.py);
 * hit:    the repeated identical POST /v1/tasks (200, completed, no callback), wrk;
 * floor:  the same request to the floor app, alternated with hit to share the noise;
 * miss:   distinct task_ids (claim + RQ enqueue, 202), wrk, with the worker stopped.
@@ -65,7 +66,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--stages", type=int, default=200, help="task documents for the memory figure (200)")
     parser.add_argument("--payload-bytes", type=int, default=1000, help="their input_data JSON size (1000)")
-    parser.add_argument("--runs", type=int, default=500, help="demo.echo runs for the worker figure (500)")
+    parser.add_argument("--runs", type=int, default=2000, help="jobs per worker drain (default 2000)")
     return parser.parse_args()
 
 
@@ -395,23 +396,13 @@ class Bench:
         )
 
     def runs(self) -> None:
-        """demo.echo runs/s of one worker: from the first POST to every stage SUCCESS."""
-        task_ids = [f"run-{n:05d}" for n in range(self.args.runs)]
-        bodies = [{"task_name": "demo.echo", "task_id": t, "input_data": {"n": n}} for n, t in enumerate(task_ids)]
-        started = time.perf_counter()
-        self.post_many(bodies)
-        enqueued = time.perf_counter() - started
-        states = self.wait_success(task_ids, timeout=120)
-        total = time.perf_counter() - started
-        # The worker's own pace: its busy window, from the first start to the last finish.
-        window = (max(s["finished_ms"] for s in states) - min(s["started_ms"] for s in states)) / 1000
-        n = len(task_ids)
-        self.row(
-            "runs/s, 1 worker, enqueue -> all SUCCESS",
-            f"{n / total:,.0f}",
-            f"{n} demo.echo in {total:.2f} s; the POSTs (8 client threads) took {enqueued:.2f} s of it",
-        )
-        self.row("runs/s, 1 worker, busy window", f"{n / window:,.0f}", "first started_ms to last finished_ms")
+        """Execution throughput of 1 and 2 workers, apart from enqueuing, and RQ's no-op
+        ceiling (bench/runs.py). Leaves one worker running, as the phases before it had."""
+        from bench import runs
+
+        for drain in runs.measure_all(self, self.args.runs):
+            self.row(*drain.row())
+        self.start_worker()
 
     def hit_vs_floor(self) -> None:
         """Alternate gateway and floor so that both see the same background noise."""

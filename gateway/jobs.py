@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import current_app, has_app_context
@@ -19,7 +22,7 @@ from gateway.queues import get_queues
 from gateway.store import get_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from gateway.store import Store
 
@@ -42,38 +45,93 @@ def _app_context() -> Iterator[None]:
         yield
 
 
-class _Heartbeat:
-    """Renews a RUNNING run's lease every third of the lease while the handler runs."""
+@dataclass(eq=False)
+class _Lease:
+    renew: Callable[[], bool]
+    interval: float  # seconds between renewals
+    due: float  # time.monotonic() of the next renewal
+    renewing: bool = False
 
-    def __init__(self, store: Store, task_id: str, task_name: str, token: str) -> None:
-        queues = get_queues()
 
-        def renew() -> bool:
-            if not store.renew(task_id, task_name, token):
-                return False
-            queues.watch_run(task_id, task_name, queues.lease_check_ms())
-            return True
+class _LeaseKeeper:
+    """One thread per process renews the lease of every run the process is running, each
+    every third of its lease.
 
-        self._renew = renew
-        self._interval = store.run_lease_ms / 3000
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{task_id}", daemon=True)
+    A thread started and joined per run cost ~3% of a worker's CPU (and a GIL hand-off)
+    for the rare run that lasts a third of a lease. This thread sleeps until the next
+    renewal is due, so a run shorter than that costs a set insert and removal. It is
+    woken only when it has nothing to wait for, or a lease is due before its next look.
+    """
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                if not self._renew():
-                    return  # claim lost (cancelled or superseded): the finish will be ignored
-            except Exception:  # a Redis hiccup must not kill the run; the next beat retries
-                log.warning("lease renewal failed", exc_info=True)
+    def __init__(self) -> None:
+        self._reset()
+        # A forked child (RQ's forking workers) has the state but not the thread.
+        os.register_at_fork(after_in_child=self._reset)
 
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._leases: set[_Lease] = set()
+        self._wake_at = math.inf  # when the thread looks next
+        self._thread: threading.Thread | None = None
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    @contextmanager
+    def hold(self, renew: Callable[[], bool], interval: float) -> Iterator[None]:
+        """Renew every ``interval`` seconds while the block runs; ``renew`` returns False
+        once the claim is gone. No renewal runs or starts after the block."""
+        lease = _Lease(renew, interval, time.monotonic() + interval)
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+            self._leases.add(lease)
+            if lease.due < self._wake_at:
+                self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._leases.discard(lease)
+                while lease.renewing:
+                    self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [lease for lease in self._leases if lease.due <= now]
+                if not due:
+                    self._wake_at = min((lease.due for lease in self._leases), default=math.inf)
+                    self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
+                    continue
+                for lease in due:
+                    lease.renewing = True
+                    lease.due = now + lease.interval
+            for lease in due:  # outside the lock: a slow Redis must not hold up the runs
+                keep = True
+                try:
+                    keep = lease.renew()
+                except Exception:  # a Redis hiccup must not end the renewals; the next one retries
+                    log.warning("lease renewal failed", exc_info=True)
+                with self._cond:
+                    lease.renewing = False
+                    if not keep:  # claim lost (cancelled or superseded): the finish will be ignored
+                        self._leases.discard(lease)
+                    self._cond.notify_all()
+
+
+_leases = _LeaseKeeper()
+
+
+def _renewal(store: Store, task_id: str, task_name: str, token: str) -> Callable[[], bool]:
+    queues = get_queues()
+
+    def renew() -> bool:
+        if not store.renew(task_id, task_name, token):
+            return False
+        queues.watch_run(task_id, task_name, queues.lease_check_ms())
+        return True
+
+    return renew
 
 
 def _output_json(output: object, max_bytes: int) -> str:
@@ -97,7 +155,7 @@ def safe_text(text: str, limit: int = 2000) -> str:
 
 
 def run_stage(task_id: str, task_name: str, token: str) -> str:
-    """Run one claimed stage: RUNNING, handler with heartbeat, SUCCESS or FAILED, callbacks."""
+    """Run one claimed stage: RUNNING, handler with its lease renewed, SUCCESS or FAILED, callbacks."""
     with _app_context():
         store = get_store()
         try:
@@ -106,12 +164,13 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             return f"skipped: {type(error).__name__} {error}"
 
         queues = get_queues()
-        queues.watch_run(task_id, task_name, queues.lease_check_ms())
+        if not store.watches_runs:  # otherwise start_run moved the watch entry itself
+            queues.watch_run(task_id, task_name, queues.lease_check_ms())
         handler = tasks.get_handler(task_name)
         context = tasks.TaskContext(task_id=task_id, task_name=task_name, attempt=attempt)
         output_json, error = None, None
         started = time.perf_counter()
-        with _Heartbeat(store, task_id, task_name, token):
+        with _leases.hold(_renewal(store, task_id, task_name, token), store.run_lease_ms / 3000):
             try:
                 if handler is None:
                     raise LookupError(f"task {task_name!r} is not registered in this worker")
@@ -127,13 +186,15 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         except (ClaimLost, DocumentGone) as lost:
             return f"discarded: {type(lost).__name__}"
         status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
-        result = documents.stage_view(
-            task_name, {"status": status.value, "error": error, "duration": duration}, input_json, output_json
-        )
-        enqueue_deliveries(task_id, task_name, due, result)
+        if due:
+            result = documents.stage_view(
+                task_name, {"status": status.value, "error": error, "duration": duration}, input_json, output_json
+            )
+            enqueue_deliveries(task_id, task_name, due, result)
         # Only now: until its deliveries are queued, the run's watch entry lets the
-        # sweeper find them if this process dies.
-        queues.forget_run(task_id, task_name)
+        # sweeper find them if this process dies. With none due, finish_run dropped it.
+        if due or not store.watches_runs:
+            queues.forget_run(task_id, task_name)
         return status.value
 
 

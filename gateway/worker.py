@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import click
 from flask import current_app
@@ -10,14 +11,115 @@ from flask.cli import with_appcontext
 from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.exceptions import StopRequested
+from rq.job import JobStatus
+from rq.results import Result
+from rq.utils import now
+from rq.worker import WorkerStatus
 
 from gateway import tasks
 from gateway.queues import CALLBACK_QUEUE, get_queues
 from gateway.sweeper import SweeperThread
 
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+    from rq.executions import Execution
+    from rq.job import Job
+    from rq.queue import Queue
+    from rq.registry import StartedJobRegistry
+
 MAINTENANCE_INTERVAL_SECONDS = 30
 #: Pause before a worker that stopped on a Redis error starts again.
 RESTART_DELAY_SECONDS = 1.0
+#: How often an idle or busy worker refreshes its RQ worker hash at most (RQ: 3 times per
+#: job, one round trip per command). Well inside RQ's 480 s TTL and 405 s dequeue wait.
+HEARTBEAT_SECONDS = 10.0
+#: How soon a worker notices ``rq suspend`` (RQ: one round trip per job).
+SUSPENSION_CHECK_SECONDS = 1.0
+#: The gateway's own jobs: enqueued with ``result_ttl=0``, no dependents, repeats, groups
+#: or rate limits, so that their success is one transaction (``GatewayWorker``).
+LEAN_JOBS = frozenset({"gateway.jobs.run_stage", "gateway.jobs.deliver"})
+
+
+class GatewayWorker(SimpleWorker):
+    """RQ's ``SimpleWorker`` with 5 Redis round trips of bookkeeping per job instead of ~27.
+
+    RQ 3.0 sends its worker heartbeat (3 commands, one round trip each) three times per
+    job, writes the worker state twice, checks for suspension once, and after a job with
+    ``result_ttl=0`` reads the job's status and its executions twice (6 round trips) to
+    delete them, around a WATCH for dependents: ~75% of a worker's CPU for a ``demo.echo``
+    run on a 2-core machine (docs/PERFORMANCE.md, "Worker"). Here, per job: the dequeue,
+    the job fetch, RQ's two start transactions, and one transaction at success that
+    deletes the job and its execution and sets the worker idle. What other processes see
+    in Redis is RQ's: job status and ``started_at`` while the job runs, the started
+    registry, the execution records, the worker hash (at most ``HEARTBEAT_SECONDS`` old).
+    Failures, retries and every other job take RQ's own path. Written against RQ 3.0.0's
+    worker (requirements.txt pins it; tests/test_worker.py fails on another version).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._beat_ttl: int | None = None
+        self._next_beat = 0.0
+        self._next_suspension_check = 0.0
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        ttl = timeout or self.worker_ttl + 60
+        if pipeline is not None:
+            super().heartbeat(ttl, pipeline)
+        elif ttl == self._beat_ttl and time.monotonic() < self._next_beat:
+            return  # the hash's TTL was set to this very value moments ago
+        else:
+            with self.connection.pipeline(transaction=False) as pipe:
+                super().heartbeat(ttl, pipe)
+                pipe.execute()
+        self._beat_ttl, self._next_beat = ttl, time.monotonic() + HEARTBEAT_SECONDS
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        if pipeline is None and state == self._state:
+            return  # RQ sets IDLE after a job and again before the next dequeue
+        super().set_state(state, pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        if time.monotonic() < self._next_suspension_check:
+            return
+        self._next_suspension_check = time.monotonic() + SUSPENSION_CHECK_SECONDS
+        super().check_for_suspension(burst)
+
+    def _lean(self, job: Job) -> bool:
+        return (
+            job.func_name in LEAN_JOBS
+            and job.get_result_ttl(self.default_result_ttl) == 0
+            and not job.has_rate_limit
+            and not job.group_id
+            and not job.repeats_left
+        )
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        if self._lean(job):
+            job.ended_at = now()  # RQ also stamps the job's last heartbeat; it is deleted at once
+            return
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
+    ) -> None:
+        if not self._lean(job):
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        took = job.ended_at - job.started_at
+        # What RQ's Job.cleanup(ttl=0) leaves behind, in one MULTI/EXEC and no reads.
+        with self.connection.pipeline() as pipe:
+            self.increment_successful_job_count(pipeline=pipe)
+            self.increment_total_working_time(took, pipe)
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            pipe.delete(
+                job.key, job.dependents_key, job.dependencies_key, Result.get_key(job.id), job.execution_registry.key
+            )
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            self.heartbeat(pipeline=pipe)
+            pipe.execute()
+        job._status = JobStatus.FINISHED
+        self.log.info("Successfully completed job %s in %ss on worker %s", job.id, took, self.name)
 
 
 def all_queue_names() -> list[str]:
@@ -25,7 +127,7 @@ def all_queue_names() -> list[str]:
     return [*tasks.by_node(), CALLBACK_QUEUE]
 
 
-def build_worker(queue_names: list[str] | None = None) -> SimpleWorker:
+def build_worker(queue_names: list[str] | None = None) -> GatewayWorker:
     """A worker that runs jobs in its own process (no fork per job).
 
     Forking per job costs far more than our small jobs (RQ 3.0: ~75 vs ~460 no-op
@@ -34,7 +136,7 @@ def build_worker(queue_names: list[str] | None = None) -> SimpleWorker:
     """
     queues = get_queues()
     names = queue_names or all_queue_names()
-    return SimpleWorker(
+    return GatewayWorker(
         [queues.get(name) for name in names],
         connection=queues.connection,
         # RQ restarts a dead scheduler process (and cleans registries) only in its
@@ -43,7 +145,7 @@ def build_worker(queue_names: list[str] | None = None) -> SimpleWorker:
     )
 
 
-def _asked_to_stop(worker: SimpleWorker) -> bool:
+def _asked_to_stop(worker: GatewayWorker) -> bool:
     # RQ records the time of a SIGTERM/SIGINT whether or not a job was running (its
     # _stop_requested flag is set only in the busy case).
     return getattr(worker, "_shutdown_requested_date", None) is not None

@@ -4,6 +4,10 @@
 
   Input:
     KEYS[1]  task document (hash)
+    KEYS[2]  optional: the run watch list (sorted set), given only when it lives in this
+             Redis. When no delivery became due, the run's entry is removed here: there
+             is nothing left for the sweeper to finish. Otherwise the worker removes it
+             once it queued the deliveries
     ARGV[1]  task_name
     ARGV[2]  claim token of the run
     ARGV[3]  final status: "SUCCESS" | "FAILED"
@@ -11,6 +15,7 @@
     ARGV[5]  error message ("" with SUCCESS)
     ARGV[6]  handler duration, seconds
     ARGV[7]  document TTL, seconds
+    ARGV[8]  with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
 
   Output: array
     [1] "ok" | "gone" | "superseded"
@@ -27,6 +32,8 @@ local output_json = ARGV[4]
 local error_message = ARGV[5]
 local duration = tonumber(ARGV[6])
 local ttl_seconds = tonumber(ARGV[7])
+local watch_key = KEYS[2]
+local watch_member = ARGV[8]
 local stage_field = 's:' .. task_name
 
 local raw = rcall('HGET', doc_key, stage_field)
@@ -68,4 +75,7 @@ local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
 meta.updated_ms = now_ms
 rcall('HSET', doc_key, 'meta', cjson.encode(meta))
 rcall('EXPIRE', doc_key, ttl_seconds)
+if watch_key and #result == 1 then
+  rcall('ZREM', watch_key, watch_member)
+end
 return result

@@ -3,10 +3,14 @@
 
   Input:
     KEYS[1]  task document (hash)
+    KEYS[2]  optional: the run watch list (sorted set), given only when it lives in this
+             Redis; the run's entry is then moved to the end of the new lease here,
+             instead of by a ZADD of the worker's
     ARGV[1]  task_name
     ARGV[2]  claim token of the run
     ARGV[3]  run lease, milliseconds
     ARGV[4]  document TTL, seconds
+    ARGV[5]  with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
 
   Output: array
     [1] "ok" | "gone" (no document) | "superseded" (another claim is current, or the
@@ -22,6 +26,8 @@ local task_name = ARGV[1]
 local token = ARGV[2]
 local run_lease_ms = tonumber(ARGV[3])
 local ttl_seconds = tonumber(ARGV[4])
+local watch_key = KEYS[2]
+local watch_member = ARGV[5]
 
 local fetched = rcall('HMGET', doc_key, 's:' .. task_name, 'i:' .. task_name)
 if not fetched[1] then
@@ -44,4 +50,7 @@ local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
 meta.updated_ms = now_ms
 rcall('HSET', doc_key, 'meta', cjson.encode(meta))
 rcall('EXPIRE', doc_key, ttl_seconds)
+if watch_key then
+  rcall('ZADD', watch_key, stage.lease_ms, watch_member)
+end
 return {'ok', tostring(stage.attempt), fetched[2] or '{}'}
