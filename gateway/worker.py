@@ -9,15 +9,15 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 from redis.exceptions import RedisError
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.job import JobStatus
 from rq.results import Result
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from gateway import tasks
-from gateway.queues import CALLBACK_QUEUE, get_queues
+from gateway import store, tasks
+from gateway.queues import CALLBACK_QUEUE
 from gateway.sweeper import SweeperThread
 
 if TYPE_CHECKING:
@@ -134,11 +134,14 @@ def build_worker(queue_names: list[str] | None = None) -> GatewayWorker:
     jobs/s). A handler that crashes the process loses only its run, which its lease
     gives back; the app context pushed by the caller serves every job.
     """
-    queues = get_queues()
     names = queue_names or all_queue_names()
+    # A client of RQ's own: RQ raises its client's socket timeout to outlast its blocking
+    # dequeue (415 s), and on the app's shared client the sweeper, lease renewals and
+    # delivery enqueues of this process would then wait that long on a hung Redis.
+    connection = store.connect(current_app.config["QUEUE_REDIS_URL"], current_app.config, decode_responses=False)
     return GatewayWorker(
-        [queues.get(name) for name in names],
-        connection=queues.connection,
+        [Queue(name, connection=connection) for name in names],
+        connection=connection,
         # RQ restarts a dead scheduler process (and cleans registries) only in its
         # maintenance pass: every 30 s rather than RQ's 10 minutes.
         maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,

@@ -110,3 +110,13 @@ def test_rq_is_the_version_whose_internals_the_worker_overrides():
     import rq
 
     assert rq.__version__ == "3.0.0"
+
+
+def test_the_worker_leaves_the_apps_queue_client_failing_fast(app):
+    with app.app_context():
+        worker = build_worker()
+        shared = get_queues().connection.connection_pool.connection_kwargs["socket_timeout"]
+        own = worker.connection.connection_pool.connection_kwargs["socket_timeout"]
+    # RQ raised its own client's timeout to outlast its blocking dequeue, not the app's.
+    assert shared == app.config["REDIS_SOCKET_TIMEOUT_SECONDS"]
+    assert own > 400
