@@ -8,7 +8,9 @@ It starts its own embedded Redis, gunicorn for the gateway and for a floor app
           RQ's own ceiling, a no-op job on RQ's SimpleWorker (bench/runs.py);
 * hit:    the repeated identical POST /v1/tasks (200, completed, no callback), wrk;
 * floor:  the same request to the floor app, alternated with hit to share the noise;
-* miss:   distinct task_ids (claim + RQ enqueue, 202), wrk, with the worker stopped.
+* miss:   distinct task_ids (claim + RQ enqueue, 202), wrk, with the worker stopped;
+* latency: status reads with 1,000,000 unrelated keys vs none, and the callback latency
+          of a reuse hit (bench/latency.py, on Redis servers and gateways of its own).
 
 Besides requests/s and latency, each wrk run reports the CPU time per request of the
 gunicorn workers and of Redis, the machine's busy cores and how many of them other
@@ -59,8 +61,9 @@ def doc_key(task_id: str) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="gateway/floor alternations (default 3)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measured wrk run (default 5)")
+    # Many short rounds: a round is unfair when one gunicorn process holds most connections.
+    parser.add_argument("--rounds", type=int, default=6, help="gateway/floor alternations (default 6)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk warm-up per server (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
@@ -371,20 +374,10 @@ class Bench:
         self.wait_success(task_ids, timeout=120)
 
         usage = statistics.mean(self.redis.memory_usage(doc_key(t), samples=0) for t in task_ids)
-        # The hash holds input, output, the request record, stage state, meta.
-        field_bytes = sum(len(k) + len(v) for k, v in self.redis.hgetall(doc_key(task_ids[0])).items())
-        self.row(
-            f"doc memory per stage, {payload} B payload",
-            f"{usage:,.0f} B",
-            f"= {usage / payload:.1f}x the input JSON (output = input, so 2x is stored user data); "
-            f"hash fields hold {field_bytes} B; MEMORY USAGE SAMPLES 0, mean of {len(task_ids)} one-stage docs",
-        )
+        self.memory_row(payload, usage, doc_key(task_ids[0]), f"mean of {len(task_ids)} one-stage documents")
         hit_payload = len(json.dumps(HIT_BODY["input_data"], separators=(",", ":")))
-        self.row(
-            f"doc memory per stage, {hit_payload} B payload",
-            f"{self.redis.memory_usage(doc_key(HIT_ID), samples=0):,} B",
-            f"the {HIT_ID} document (small hash: listpack encoding)",
-        )
+        hit_usage = self.redis.memory_usage(doc_key(HIT_ID), samples=0)
+        self.memory_row(hit_payload, hit_usage, doc_key(HIT_ID), f"the {HIT_ID} document")
         # What RQ still keeps of this phase's finished runs (a job hash and a results
         # stream each, unless the gateway enqueues them with result_ttl=0).
         rq_keys = [*self.redis.scan_iter("rq:job:run-*"), *self.redis.scan_iter("rq:results:run-*")]
@@ -393,6 +386,20 @@ class Bench:
             "RQ memory per finished run",
             f"{rq_bytes / len(task_ids):,.0f} B",
             f"{len(rq_keys)} rq:job/rq:results keys left for {len(task_ids)} finished runs",
+        )
+
+    def memory_row(self, input_bytes: int, usage: float, key: str, which: str) -> None:
+        # The stage's payload is its stored user data: the input and the output (= input).
+        payload = 2 * input_bytes
+        bound = 1.3 * payload + 300
+        fields = self.redis.hgetall(key)
+        field_bytes = sum(len(k) + len(v) for k, v in fields.items())
+        self.row(
+            f"doc memory per stage, {input_bytes:,} B input",
+            f"{usage:,.0f} B",
+            f"{usage / payload:.2f}x the {payload:,} B payload (input + output); target <= 1.3x + 300 = "
+            f"{bound:,.0f} B: {'met' if usage <= bound else 'NOT met'}; {len(fields)} hash fields of "
+            f"{field_bytes:,} B, {self.redis.object('encoding', key)}; MEMORY USAGE SAMPLES 0, {which}",
         )
 
     def runs(self) -> None:
@@ -439,7 +446,7 @@ class Bench:
         self.row(
             "hit / floor req/s",
             f"{statistics.median(ratios):.2f}",
-            f"rounds: {per_round}; fair pairs (other < {CLEAN_OTHER_CORES} cores, no worker > "
+            f"target >= 0.90; rounds: {per_round}; fair pairs (other < {CLEAN_OTHER_CORES} cores, no worker > "
             f"{BALANCED_SHARE:.0%} of connections): {fair_text}",
         )
         # Both servers are CPU-bound, so the inverse ratio of their CPU per request is a second
@@ -567,6 +574,12 @@ def main() -> int:
             bench.hit_vs_floor()
             print("miss path", flush=True)
             bench.miss()
+            print("latency (its own Redis servers and gateways)", flush=True)
+            procs.stop_all()  # idle, but they would share the cores with the latency phase
+            from bench import latency
+
+            for row in latency.measure():
+                bench.row(*row)
             url = bench.urls["gateway"] + "/v1/tasks"
             hit_body = json.dumps(HIT_BODY, separators=(",", ":"))
             commands = [

@@ -1,6 +1,7 @@
 --[[
   Claim one stage of a task document: read the stage of ARGV[1], decide the reuse
-  verdict, write what that verdict needs, refresh the TTL. One atomic step.
+  verdict, write what that verdict needs, refresh the TTL. One atomic step. A hit that
+  repeats the latest request exactly writes nothing at all.
 
   User data (input, output) is stored in fields of its own as opaque strings and is
   never decoded here: cjson would re-encode numbers with 14 digits and turn [] into {}.
@@ -57,12 +58,13 @@ local output_field = 'o:' .. task_name
 local t = rcall('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field)
+local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field, 'request_input')
 local meta = fetched[1] and cjson.decode(fetched[1]) or nil
 local stage_json = fetched[2]
 local stage = stage_json and cjson.decode(stage_json) or nil
 local stored_input = fetched[3] or ''
 local stored_output = fetched[4] or ''
+local has_request_input = fetched[5] and true or false
 
 local input_matches = ''
 if stage then
@@ -91,8 +93,17 @@ if state == 'miss' then
   end
 end
 
-local callbacks = (stage and stage.callbacks) or {}
 local is_hit = (state == 'completed' or state == 'pending' or state == 'running')
+
+-- A hit that repeats the latest request exactly (same stage, same input, no callback
+-- then or now) changes nothing, so it writes nothing: no updated time, no TTL (a
+-- document lives TTL after its last write), no AOF or replica traffic for reuse.
+if is_hit and callback_url == '' and input_matches == '1' and not has_request_input
+    and meta.last_task_name == task_name and not meta.last_delivery_id and not meta.last_callback_url then
+  return {state, input_matches, stage_json, stored_input, stored_output, '', '0'}
+end
+
+local callbacks = (stage and stage.callbacks) or {}
 -- A plain hit leaves the stage as it is: no re-encoding, no rewrite, no AOF growth.
 local stage_changed = not is_hit
 

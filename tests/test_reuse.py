@@ -248,3 +248,27 @@ def test_document_reports_the_latest_request_and_stores_nothing_twice(app, clien
     # input only because it differs from the stage's.
     assert fields == {"meta", "request_input", f"s:{ECHO}", f"i:{ECHO}", f"o:{ECHO}", "s:demo.sleep", "i:demo.sleep"}
     assert "callbacks" not in stage_state(app, task_id, "demo.sleep")  # none: not stored as {}
+
+
+def test_a_hit_that_repeats_the_latest_request_writes_nothing(app, client, work, task_id, receiver):
+    from gateway import keys
+    from gateway.store import get_redis
+
+    key = keys.task_document(task_id)
+    create(client, task_id, input_data={"v": 1})
+    work()
+    with app.app_context():
+        redis_client = get_redis()
+        redis_client.expire(key, 1000)
+        before = redis_client.hgetall(key)
+        assert create(client, task_id, input_data={"v": 1}).json["reuse_info"]["state"] == "completed"
+        assert redis_client.hgetall(key) == before  # not even the updated time
+        assert redis_client.ttl(key) <= 1000  # nor the TTL: a document lives TTL after its last write
+        # Anything new is written: another input, or a callback.
+        create(client, task_id, input_data={"v": 2})
+        assert redis_client.hget(key, "request_input") == '{"v":2}'
+        assert redis_client.ttl(key) > 1000
+        create(client, task_id, input_data={"v": 1})  # the latest request changed back
+        assert redis_client.hget(key, "request_input") is None
+        create(client, task_id, input_data={"v": 1}, callback=receiver.url())
+        assert len(stage(client, task_id)["callbacks"]) == 1
