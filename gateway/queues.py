@@ -58,7 +58,7 @@ class Queues:
         job_id = run_job_id(token, task_name)
         with self.connection.pipeline() as pipe:
             pipe.multi()  # explicit, or RQ would start the transaction after our ZADD and fail
-            pipe.zadd(keys.run_watch(), {_member(task_id, task_name): self.lease_check_ms()})
+            pipe.zadd(keys.run_watch(), {keys.watch_member(task_id, task_name): self.lease_check_ms()})
             self.get(tasks.node_of(task_name)).enqueue(
                 "gateway.jobs.run_stage",
                 task_id,
@@ -85,10 +85,10 @@ class Queues:
         return _job_alive(self.connection, run_job_id(token, task_name), self.run_lease_ms)
 
     def watch_run(self, task_id: str, task_name: str, check_at_ms: int) -> None:
-        self.connection.zadd(keys.run_watch(), {_member(task_id, task_name): check_at_ms})
+        self.connection.zadd(keys.run_watch(), {keys.watch_member(task_id, task_name): check_at_ms})
 
     def forget_run(self, task_id: str, task_name: str) -> None:
-        self.connection.zrem(keys.run_watch(), _member(task_id, task_name))
+        self.connection.zrem(keys.run_watch(), keys.watch_member(task_id, task_name))
 
     def due_runs(self, now_ms: int, limit: int) -> list[tuple[str, ...]]:
         return self._due(keys.run_watch(), now_ms, limit)
@@ -114,7 +114,7 @@ class Queues:
             # at least ``delay`` (a receiver's Retry-After is a promise to keep).
             due = datetime.fromtimestamp(math.ceil(time.time() + delay), UTC)
             due_ms = int(due.timestamp() * 1000)
-        member = _member(task_id, task_name, delivery_id)
+        member = keys.watch_member(task_id, task_name, delivery_id)
         self.connection.zadd(keys.delivery_watch(), {member: due_ms + self.delivery_grace_ms})
         job_id = delivery_job_id(delivery_id, try_number)
         self._enqueue(
@@ -137,14 +137,15 @@ class Queues:
         return job is not None and _job_alive(self.connection, job.id, self.delivery_grace_ms)
 
     def watch_delivery_later(self, task_id: str, task_name: str, delivery_id: str) -> None:
-        member = _member(task_id, task_name, delivery_id)
+        member = keys.watch_member(task_id, task_name, delivery_id)
         self.connection.zadd(keys.delivery_watch(), {member: _now_ms() + self.delivery_grace_ms})
 
     def delivery_watched(self, task_id: str, task_name: str, delivery_id: str) -> bool:
-        return self.connection.zscore(keys.delivery_watch(), _member(task_id, task_name, delivery_id)) is not None
+        member = keys.watch_member(task_id, task_name, delivery_id)
+        return self.connection.zscore(keys.delivery_watch(), member) is not None
 
     def forget_delivery(self, task_id: str, task_name: str, delivery_id: str) -> None:
-        self.connection.zrem(keys.delivery_watch(), _member(task_id, task_name, delivery_id))
+        self.connection.zrem(keys.delivery_watch(), keys.watch_member(task_id, task_name, delivery_id))
 
     def due_deliveries(self, now_ms: int, limit: int) -> list[tuple[str, ...]]:
         return self._due(keys.delivery_watch(), now_ms, limit)
@@ -189,9 +190,6 @@ def run_job_id(token: str, task_name: str) -> str:
 
 def delivery_job_id(delivery_id: str, try_number: int) -> str:
     return f"dlv-{delivery_id}-{try_number}"
-
-
-_member = keys.watch_member
 
 
 def _now_ms() -> int:

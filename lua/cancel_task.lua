@@ -32,7 +32,7 @@ for i = 1, #fields, 2 do
       local task_name = string.sub(field, 3)
       stage.status = 'FAILED'
       stage.error = 'cancelled'
-      stage.token = ''
+      stage.token = nil
       stage.lease_ms = nil
       stage.finished_ms = now_ms
       for _, entry in ipairs(stage.callbacks or {}) do

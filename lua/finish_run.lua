@@ -52,6 +52,9 @@ stage.status = final_status
 stage.finished_ms = now_ms
 stage.started_ms = stage.started_ms or now_ms
 stage.duration = duration
+-- The run is over: no job may act on the stage with its token any more, and neither the
+-- token nor the lease need be stored (every finished stage would carry ~60 bytes more).
+stage.token = nil
 stage.lease_ms = nil
 if final_status == 'SUCCESS' then
   stage.error = nil

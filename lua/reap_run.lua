@@ -53,7 +53,7 @@ else
   local error_message = 'run lost: its worker stopped renewing the lease (' .. lost .. ' lost runs)'
   stage.status = 'FAILED'
   stage.error = error_message
-  stage.token = ''
+  stage.token = nil
   stage.lease_ms = nil
   stage.finished_ms = now_ms
   stage.lost = lost
