@@ -183,25 +183,3 @@ def test_deliveries_never_enqueued_after_the_run_ended_are_sent(make_app, task_i
     with app.app_context():  # a second pass finds nothing left to do
         get_queues().watch_run(task_id, "testing.count", 0)
         assert sweep_once().deliveries_requeued == 0
-
-
-def test_claim_left_by_a_web_process_that_died_before_enqueuing_is_run(make_app, work, task_id, run_log):
-    """The claim is written, then the process dies: no RQ job, a PENDING stage with an
-    hour-long queue lease. The watch entry written before the claim leads the sweeper to it."""
-    from gateway.service import create_task
-
-    app = make_app()
-    client = app.test_client()
-    with app.app_context():
-        queues = get_queues()
-        original, queues.enqueue_run = queues.enqueue_run, lambda *args, **kwargs: None  # the process dies here
-        try:
-            create_task(task_id, "testing.count", {"log": run_log.path}, None)
-        finally:
-            queues.enqueue_run = original
-        assert stage(client, task_id, "testing.count")["status"] == "PENDING"
-        queues.watch_run(task_id, "testing.count", 0)  # its time has come
-        assert sweep_once().runs_requeued == 1
-    work(app)
-    assert stage(client, task_id, "testing.count")["status"] == "SUCCESS"
-    assert len(run_log.lines()) == 1
