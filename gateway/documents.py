@@ -120,6 +120,14 @@ def reuse_info(task_name: str, state: str, input_matches: bool | None, cached_ms
     return info
 
 
+def _latest_callback_url(meta: dict[str, Any], fields: dict[str, str]) -> str | None:
+    # A document last written by a version that kept the latest request in a ``request``
+    # field (claim_stage.lua deletes it on its next write).
+    if "request" in fields:
+        return json.loads(fields["request"]).get("callback_url")
+    return meta.get("last_callback_url")
+
+
 def document(task_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """The whole document of a task from its hash fields (``HGETALL``)."""
     meta = json.loads(fields["meta"])
@@ -148,7 +156,7 @@ def document(task_id: str, fields: dict[str, str]) -> dict[str, Any]:
         "input_params": {
             "task_name": meta.get("last_task_name"),
             "input_data": json.loads(request_input) if request_input else {},
-            "callback_url": meta.get("last_callback_url"),
+            "callback_url": _latest_callback_url(meta, fields),
         },
         "stages": stages,
         "callback_status": callback_status,

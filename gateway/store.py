@@ -234,7 +234,11 @@ class Store:
     def retry(self, task_id: str) -> tuple[str, list[str]]:
         """Claim every FAILED stage again; returns (token, task names)."""
         token = uuid.uuid4().hex
-        result = self.scripts("retry_task", [keys.task_document(task_id)], [token, self.queue_lease_ms, self.ttl])
+        script_keys, args = [keys.task_document(task_id)], [token, self.queue_lease_ms, self.ttl]
+        if self.watches_runs:  # the script writes each stage's keys.watch_member(task_id, name)
+            script_keys.append(keys.run_watch())
+            args += [task_id, self.run_lease_ms]
+        result = self.scripts("retry_task", script_keys, args)
         if result[0] == "missing":
             raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
         return token, sorted(result[1:])

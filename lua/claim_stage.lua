@@ -182,6 +182,8 @@ meta.last_delivery_id = (my_delivery ~= '') and my_delivery or nil
 meta.last_callback_url = (callback_url ~= '') and callback_url or nil
 
 rcall('HSET', doc_key, 'meta', cjson.encode(meta))
+-- Versions before meta.last_callback_url kept the latest request in a field of its own.
+rcall('HDEL', doc_key, 'request')
 if stage_changed then
   stage_json = cjson.encode(stage)
   rcall('HSET', doc_key, stage_field, stage_json)

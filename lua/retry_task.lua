@@ -3,9 +3,14 @@
 
   Input:
     KEYS[1]  task document (hash)
+    KEYS[2]  optional: the run watch list (sorted set), given only when it lives in this
+             Redis; each run claimed again is then added to it in this same step (as
+             claim_stage does), so that no process can die between claim and trace
     ARGV[1]  claim token for the new runs (one per call; claims are per stage)
     ARGV[2]  queue lease of a new PENDING run, milliseconds
     ARGV[3]  document TTL, seconds
+    ARGV[4]  with KEYS[2]: the task id of the watch members ("<task_id>\t<task_name>")
+    ARGV[5]  with KEYS[2]: milliseconds from now at which the sweeper looks at a run
 
   Output: array
     [1] "ok" | "missing"
@@ -37,6 +42,9 @@ for i = 1, #fields, 2 do
       }
       rcall('HSET', doc_key, field, cjson.encode(retried))
       result[#result + 1] = string.sub(field, 3)
+      if KEYS[2] then
+        rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[5]), ARGV[4] .. '\t' .. string.sub(field, 3))
+      end
     end
   end
 end

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 ECHO = "demo.echo"
@@ -272,3 +274,23 @@ def test_a_hit_that_repeats_the_latest_request_writes_nothing(app, client, work,
         assert redis_client.hget(key, "request_input") is None
         create(client, task_id, input_data={"v": 1}, callback=receiver.url())
         assert len(stage(client, task_id)["callbacks"]) == 1
+
+
+def test_a_document_written_by_the_previous_layout_reads_right_and_is_converted(app, client, work, task_id):
+    from gateway import keys
+    from gateway.store import get_redis
+
+    create(client, task_id, input_data={"v": 1})
+    work()
+    key = keys.task_document(task_id)
+    with app.app_context():  # what the version with a `request` field wrote for a request with a callback
+        redis_client = get_redis()
+        meta = json.loads(redis_client.hget(key, "meta"))
+        meta["last_delivery_id"] = ""
+        redis_client.hset(key, "meta", json.dumps(meta))
+        redis_client.hset(key, "request", json.dumps({"callback_url": "https://example.org/hook", "task_name": ECHO}))
+    assert client.get(f"/v1/tasks/{task_id}/status").json["input_params"]["callback_url"] == "https://example.org/hook"
+    create(client, task_id, input_data={"v": 1})  # the next request rewrites the latest request in meta
+    with app.app_context():
+        assert redis_client.hget(key, "request") is None
+    assert client.get(f"/v1/tasks/{task_id}/status").json["input_params"]["callback_url"] is None

@@ -109,6 +109,29 @@ def test_claim_of_a_process_that_died_before_its_enqueue_is_found(
     assert len(run_log.lines()) == 1
 
 
+def test_retry_of_a_process_that_died_before_its_enqueue_is_found(make_app, work, task_id, run_log, monkeypatch):
+    app = make_app(RUN_LEASE_SECONDS=0.2)
+    client = app.test_client()
+    create(client, task_id, "testing.count", {"log": run_log.path})
+    client.delete(f"/v1/tasks/{task_id}")  # cancelled before it ran: FAILED, so retry claims it
+    assert stage(client, task_id, "testing.count")["status"] == "FAILED"
+
+    def die(*args, **kwargs):
+        raise DiedBeforeEnqueue
+
+    with app.app_context(), monkeypatch.context() as patch:
+        patch.setattr(Queues, "enqueue_run", die)
+        with pytest.raises(DiedBeforeEnqueue):
+            service.retry_task(task_id)
+    assert stage(client, task_id, "testing.count")["status"] == "PENDING"
+    time.sleep(0.3)
+    with app.app_context():
+        assert sweep_once().runs_requeued == 1  # retry_task.lua left the trace with the claim
+    work(app)
+    assert stage(client, task_id, "testing.count")["status"] == "SUCCESS"
+    assert len(run_log.lines()) == 1  # the cancelled run's job was skipped
+
+
 def test_a_hit_adds_no_watch_entry(make_app, work, task_id):
     app = make_app()
     client = app.test_client()

@@ -18,7 +18,9 @@ TASK_ID_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter 
 # (DELETE /v1/tasks/health would be ambiguous), so they are not task ids.
 RESERVED_TASK_IDS = ("health", "supported-tasks")
 
-_TASK_ID = re.compile(TASK_ID_PATTERN)
+# The pattern as documented (OpenAPI), anchored with \Z: Python's $ also matches before a
+# trailing newline, which would let "abc\n" through.
+_TASK_ID = re.compile(TASK_ID_PATTERN.removesuffix("$") + r"\Z")
 
 task_id_field_validator = validate.And(
     validate.Regexp(_TASK_ID, error=f"task_id must be {TASK_ID_RULE}"),
