@@ -68,6 +68,15 @@ def stage_view(task_name: str, state: dict[str, Any], input_json: str | None, ou
     }
 
 
+def stage_view_json(task_name: str, state: dict[str, Any], input_json: str | None, output_json: str | None) -> str:
+    """``stage_view`` as JSON text, with the stored input and output put in as they are
+    stored (JSON that ``json.dumps`` wrote: valid, ASCII only) rather than decoded and
+    encoded again, which was two thirds of a reuse hit's time for a 100 KB payload."""
+    head = json.dumps({"task_name": task_name, "status": state["status"]}, separators=(",", ":"))
+    tail = json.dumps({"error": state.get("error"), "duration": state.get("duration")}, separators=(",", ":"))
+    return f'{head[:-1]},"input_params":{input_json or "{}"},"output":{output_json or "null"},{tail[1:]}'
+
+
 def callback_record(entry: dict[str, Any]) -> dict[str, Any]:
     """One delivery as the ``callbacks`` list of a stage shows it."""
     return {

@@ -7,6 +7,7 @@ verdict. Nothing here touches Redis keys or makes HTTP calls.
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -29,8 +30,8 @@ MESSAGES = {
 }
 
 
-def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None) -> tuple[dict, int]:
-    """Claim the stage, start what the verdict asks for, and build the response body."""
+def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None) -> tuple[str, int]:
+    """Claim the stage, start what the verdict asks for, and build the response body (JSON text)."""
     store, queues = get_store(), get_queues()
     # A process dying between the claim and its enqueue must leave a trace the sweeper
     # follows. The claim script writes it when the watch list is in the store's Redis (the
@@ -52,11 +53,14 @@ def create_task(task_id: str, task_name: str, input_data: dict, callback: str | 
                 )
             raise
     elif verdict.delivery_due:
-        enqueue_deliveries(task_id, task_name, [verdict.delivery_id], body["result"])
+        result = documents.stage_view(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
+        enqueue_deliveries(task_id, task_name, [verdict.delivery_id], result)
     return body, 200 if verdict.state == "completed" else 202
 
 
-def create_response(verdict: Verdict) -> dict[str, Any]:
+def create_response(verdict: Verdict) -> str:
+    """The answer's JSON text; a completed hit's ``result`` carries the stored input and
+    output as stored (``documents.stage_view_json``)."""
     completed = verdict.state == "completed"
     body: dict[str, Any] = {
         "task_id": verdict.task_id,
@@ -65,9 +69,11 @@ def create_response(verdict: Verdict) -> dict[str, Any]:
         "reuse_info": documents.reuse_info(verdict.task_name, verdict.state, verdict.input_matches, verdict.cached_ms),
         "callback_status": "queued" if verdict.delivery_id else None,
     }
-    if completed:
-        body["result"] = documents.stage_view(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
-    return body
+    text = json.dumps(body, separators=(",", ":"))
+    if not completed:
+        return text
+    result = documents.stage_view_json(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
+    return f'{text[:-1]},"result":{result}}}'
 
 
 def cancel_task(task_id: str) -> dict[str, Any]:

@@ -202,6 +202,7 @@ def test_user_data_round_trips_exactly(client, work, task_id, value):
         assert document["stages"][ECHO]["output"] == value
         hit = create(client, task_id, ECHO, value).json
         assert hit["result"]["output"] == value
+        assert hit["result"]["input_params"] == value  # both put in the answer as stored
         assert type(hit["result"]["output"]) is dict
 
 

@@ -46,10 +46,10 @@ def _task_ref(task_id: str) -> str:
 @bp.post("")
 def create_task():
     data = load_create_request(json_body())
-    body, status = service.create_task(
+    text, status = service.create_task(
         tenancy.scoped(data["task_id"]), data["task_name"], data["input_data"], data["callback"]
     )
-    return jsonify(body), status
+    return current_app.response_class(text + "\n", status=status, mimetype="application/json")
 
 
 @bp.get("/<task_id:task_id>/status")
