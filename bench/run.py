@@ -6,6 +6,7 @@ It starts its own embedded Redis, gunicorn for the gateway and for a floor app
 * memory: MEMORY USAGE of task documents holding one stage of known payload size;
 * runs:   demo.echo runs/s of 1 and of 2 workers draining N tasks queued beforehand, and
           RQ's own ceiling, a no-op job on RQ's SimpleWorker (bench/runs.py);
+* large:  sequential completed hits on a stage with ~125 KB of input and output;
 * hit:    the repeated identical POST /v1/tasks (200, completed, no callback), wrk;
 * floor:  the same request to the floor app, alternated with hit to share the noise;
 * miss:   distinct task_ids (claim + RQ enqueue, 202), wrk, with the worker stopped;
@@ -48,6 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "bench" / "wrk"
 HIT_ID = "bench-hit"
 HIT_BODY = {"task_name": "demo.echo", "task_id": HIT_ID, "input_data": {"text": "hi"}}
+LARGE_ID = "bench-large"
+LARGE_HITS = 100
 # A wrk run is "fair" when other processes used less CPU than this and no gunicorn
 # worker held more than this share of wrk's connections.
 CLEAN_OTHER_CORES = 0.2
@@ -388,6 +391,31 @@ class Bench:
             f"{len(rq_keys)} rq:job/rq:results keys left for {len(task_ids)} finished runs",
         )
 
+    def large_hit(self) -> None:
+        """Sequential completed hits on a stage with ~125 KB of input and of output: the
+        part of a hit that grows with the payload (parsing, canonical JSON, the answer)."""
+        items = [{"id": n, "name": f"item-{n}", "score": n / 2} for n in range(2500)]
+        data = json.dumps({"task_name": "demo.echo", "task_id": LARGE_ID, "input_data": {"items": items}})
+        url = self.urls["gateway"] + "/v1/tasks"
+        headers = {"Content-Type": "application/json"}
+        self.http.post(url, data=data, headers=headers, timeout=10)
+        self.wait_success([LARGE_ID], timeout=30)
+        times = []
+        with requests.Session() as session:  # closed after: no idle connection left in a worker
+            for _ in range(LARGE_HITS):
+                started = time.perf_counter()
+                answer = session.post(url, data=data, headers=headers, timeout=10)
+                times.append((time.perf_counter() - started) * 1000)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"large hit: {answer.status_code} {answer.text[:200]}")
+        times.sort()
+        self.row(
+            f"hit latency, {len(data) / 1000:,.0f} KB input",
+            f"{statistics.median(times):.2f} / {times[int(0.99 * (len(times) - 1))]:.2f} ms",
+            f"p50 / p99 of {LARGE_HITS} sequential completed hits, one connection; answer "
+            f"{len(answer.content) / 1000:,.0f} KB",
+        )
+
     def memory_row(self, input_bytes: int, usage: float, key: str, which: str) -> None:
         # The stage's payload is its stored user data: the input and the output (= input).
         payload = 2 * input_bytes
@@ -568,6 +596,8 @@ def main() -> int:
             bench.setup()
             print("memory per stage", flush=True)
             bench.memory()
+            print("hit with a large payload", flush=True)
+            bench.large_hit()
             print("worker throughput", flush=True)
             bench.runs()
             print("hit vs floor", flush=True)
