@@ -40,7 +40,7 @@ def create_task(task_id: str, task_name: str, input_data: dict, callback: str | 
     if not store.watches_runs:
         queues.watch_run(task_id, task_name, queues.lease_check_ms())
     verdict = store.claim(task_id, task_name, input_data, callback)
-    body = create_response(verdict)
+    text = create_response(verdict)
     if not verdict.hit:
         try:
             queues.enqueue_run(task_id, task_name, verdict.token)
@@ -55,7 +55,7 @@ def create_task(task_id: str, task_name: str, input_data: dict, callback: str | 
     elif verdict.delivery_due:
         result = documents.stage_view(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
         enqueue_deliveries(task_id, task_name, [verdict.delivery_id], result)
-    return body, 200 if verdict.state == "completed" else 202
+    return text, 200 if verdict.state == "completed" else 202
 
 
 def create_response(verdict: Verdict) -> str:
