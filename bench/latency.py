@@ -42,7 +42,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from gateway.embedded import EmbeddedRedis, find_binary, free_port  # noqa: E402 (needs the path above)
+from bench.run import stop_process  # noqa: E402 (needs the path above)
+from gateway.embedded import EmbeddedRedis, find_binary, free_port  # noqa: E402
 
 READS = 200  # sequential status reads per block
 ROUNDS = 10  # blocks per side, alternated with the other side
@@ -72,16 +73,6 @@ def debug_flags() -> list[str]:
     return ["--enable-debug-command", "local"] if int(re.search(r"v=(\d+)", version).group(1)) >= 7 else []
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()  # gunicorn and RQ shut down gracefully on SIGTERM
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class Side:
     """One embedded Redis with its own gateway and RQ worker, all stopped by ``stack``."""
 
@@ -102,7 +93,7 @@ class Side:
     def spawn(self, stack: ExitStack, *args: str) -> subprocess.Popen:
         with open(self.log, "a") as log:  # the child keeps its own copy of the fd
             process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        stack.callback(stop, process)
+        stack.callback(stop_process, process)
         return process
 
     def wait_ready(self) -> None:
@@ -194,7 +185,7 @@ def measure() -> list[tuple[str, str, str]]:
         empty.create_completed(HIT_TASK)
         hits = callback_latencies(empty)
         for side in (empty, full):
-            stop(side.worker)
+            stop_process(side.worker)
 
         # (c) the same reads against both sides, in alternating blocks.
         keys = populate(full)

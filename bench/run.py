@@ -79,6 +79,16 @@ def parse_args() -> argparse.Namespace:
 # -- processes -----------------------------------------------------------------------
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()  # gunicorn and RQ shut down gracefully on SIGTERM
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Processes:
     """Child processes with a log file each, all stopped by ``stop_all`` (in a finally)."""
 
@@ -94,14 +104,7 @@ class Processes:
             self.running[name] = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=log)
 
     def stop(self, name: str) -> None:
-        process = self.running.pop(name)
-        if process.poll() is None:
-            process.terminate()  # gunicorn and RQ shut down gracefully on SIGTERM
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(self.running.pop(name))
 
     def stop_all(self) -> None:
         for name in list(self.running):
