@@ -24,3 +24,11 @@ preload_app = True
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn 25+ opens a control socket for ``gunicornc`` at one path per user
+# ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl): a second gateway (or a test
+# beside a benchmark) on the machine would take it over from the first. Off unless
+# GATEWAY_CONTROL_SOCKET names a path of this instance's own.
+_control_socket = os.environ.get("GATEWAY_CONTROL_SOCKET")
+if _control_socket:
+    control_socket = _control_socket
+control_socket_disable = not _control_socket
