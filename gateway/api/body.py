@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from flask import current_app, request
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from gateway.exceptions import ValidationFailed
 
@@ -42,9 +42,24 @@ def _depth(value: Any) -> int:
     return depth
 
 
+def _refuse_streamed_overflow(raw: bytes) -> None:
+    """413 for a body without Content-Length (``Transfer-Encoding: chunked``) that goes on
+    past MAX_CONTENT_LENGTH.
+
+    Werkzeug refuses a Content-Length over the limit up front, but a streamed body it only
+    reads up to the limit and stops there without a word: the cut body would then be
+    parsed (400, or 202 when a JSON prefix fits). One more byte from the server's own
+    stream (gunicorn ends it at the last chunk) tells a body that filled the limit exactly
+    from one that goes on."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and len(raw) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+
+
 def json_body(*, required: bool = True) -> Any:
-    """The request's JSON value. Size is already bounded by MAX_CONTENT_LENGTH (413)."""
+    """The request's JSON value, at most MAX_CONTENT_LENGTH bytes (413), streamed or not."""
     raw = request.get_data(cache=False)
+    _refuse_streamed_overflow(raw)
     if not raw and not required:
         return {}
     if not request.is_json:
