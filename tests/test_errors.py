@@ -158,6 +158,31 @@ def test_unknown_route_and_method_use_the_error_shape(client):
     assert "POST" in response.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1//tasks/health",
+        "//v1/tasks/health",
+        "/v1/tasks//t-1/status",
+        "/v1/tasks/t-1//status",
+        "/v1/tasks/health/",
+        "/v1/tasks/",
+        "/v1//tasks",
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_odd_slashes_are_a_json_404_never_a_redirect(client, path, method):
+    # A redirect would be HTML, and a 308 makes clients send a POST body twice.
+    response = client.open(path, method=method, json=VALID if method == "POST" else None)
+    assert response.content_type == "application/json"
+    assert_error(response, 404, "not_found")
+
+
+def test_no_route_ends_in_a_slash(app):
+    """Werkzeug redirects "/x" to a rule "/x/" (strict slashes) with an HTML 308."""
+    assert [rule.rule for rule in app.url_map.iter_rules() if rule.rule.endswith("/")] == []
+
+
 def test_redis_unreachable_is_a_fast_503(redis_server):
     from gateway import create_app
 
