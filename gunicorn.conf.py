@@ -23,6 +23,11 @@ preload_app = True
 # of a reuse hit (bench/run.py). GATEWAY_ACCESS_LOG=- logs to stdout.
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None
 errorlog = "-"
+# Above nginx's (docs/deploy/nginx.conf: 4094-byte request and header lines, six headers
+# passed on), so that behind it gunicorn's own HTML 414/431/400 are never reached.
+limit_request_line = 8190
+limit_request_field_size = 8190
+limit_request_fields = 100
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # gunicorn 25+ opens a control socket for ``gunicornc`` at one path per user
 # ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl): a second gateway (or a test

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
+import pytest
 import requests
 
 from gateway.embedded import free_port
@@ -22,7 +28,10 @@ def _gunicorn(redis_server, home, *, extra_env: dict[str, str] | None = None):
     return process
 
 
-def _gunicorn_and_port(redis_server, home, *, extra_env: dict[str, str] | None = None):
+def _gunicorn_and_port(
+    redis_server, home, *, extra_env: dict[str, str] | None = None, workers: int | None = 1
+) -> tuple[subprocess.Popen, int]:
+    """gunicorn with the shipped gunicorn.conf.py; ``workers=None`` keeps its default."""
     port = free_port()
     env = {
         **{
@@ -33,10 +42,12 @@ def _gunicorn_and_port(redis_server, home, *, extra_env: dict[str, str] | None =
         "HOME": str(home),
         "PYTHONPATH": str(ROOT),
         "GATEWAY_REDIS_URL": base_config(redis_server, STACK_DB)["REDIS_URL"],
-        "GATEWAY_WEB_WORKERS": "1",
         "GATEWAY_TASK_MODULES": "tests.plugin_tasks",
+        **({"GATEWAY_WEB_WORKERS": str(workers)} if workers else {}),
         **(extra_env or {}),
     }
+    if not workers:
+        env.pop("GATEWAY_WEB_WORKERS", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
          "wsgi:app"],
@@ -111,3 +122,302 @@ def test_chunked_body_over_the_limit_is_413_and_under_it_accepted(redis_server, 
             assert response.status_code == 202, (length, response.text)
     finally:
         _stop(process)
+
+
+# --- nginx in front (docs/deploy/nginx.conf) ------------------------------------------
+
+NGINX_CONF = ROOT / "docs" / "deploy" / "nginx.conf"
+# The only two lines the test changes in the shipped file: where nginx listens, and where
+# gunicorn is.
+LISTEN_LINE = "listen 8080;"
+UPSTREAM_LINE = "server 127.0.0.1:8788;"
+WITHOUT_NGINX = "GATEWAY_TESTS_WITHOUT_NGINX"
+
+
+def _nginx_binary() -> str:
+    """nginx, which scripts/setup.sh installs: a missing one fails the test (CI must run
+    these), unless GATEWAY_TESTS_WITHOUT_NGINX=1 says to skip them."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if found:
+        return found
+    if os.environ.get(WITHOUT_NGINX) == "1":
+        pytest.skip(f"nginx is not installed and {WITHOUT_NGINX}=1")
+    pytest.fail(
+        f"nginx is not installed: scripts/setup.sh installs it with apt-get when run as root; "
+        f"or set {WITHOUT_NGINX}=1 to skip the tests of docs/deploy/nginx.conf",
+        pytrace=False,
+    )
+
+
+class Nginx:
+    """nginx running the shipped docs/deploy/nginx.conf as a child (not a daemon), with a
+    prefix of its own (pid, logs, temporary files) and only its two addresses changed."""
+
+    def __init__(self, upstream_port: int):
+        binary = _nginx_binary()
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        # Started as root, nginx's workers run as nobody: they must reach the prefix.
+        self.prefix = Path(tempfile.mkdtemp(prefix="gateway-nginx-"))
+        self.prefix.chmod(0o755)
+        shipped = NGINX_CONF.read_text()
+        assert shipped.count(LISTEN_LINE) == 1 and shipped.count(UPSTREAM_LINE) == 1
+        config = shipped.replace(LISTEN_LINE, f"listen 127.0.0.1:{self.port};").replace(
+            UPSTREAM_LINE, f"server 127.0.0.1:{upstream_port};"
+        )
+        (self.prefix / "nginx.conf").write_text(config)
+        self.log = self.prefix / "nginx.out"
+        with open(self.log, "w") as output:
+            self.process = subprocess.Popen(
+                [binary, "-p", f"{self.prefix}/", "-c", str(self.prefix / "nginx.conf"), "-g", "daemon off;"],
+                stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_until(self._listening, timeout=10)
+
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"nginx exited: {self.log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def deployment(redis_server, tmp_path_factory):
+    """The documented deployment: nginx (docs/deploy/nginx.conf) in front of gunicorn with
+    the shipped gunicorn.conf.py and its default workers and threads."""
+    gunicorn, gunicorn_port = _gunicorn_and_port(redis_server, tmp_path_factory.mktemp("home"), workers=None)
+    nginx = Nginx(gunicorn_port)
+    yield nginx
+    nginx.stop()
+    _stop(gunicorn)
+
+
+def _exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes as one request; the status, headers (lower-case names) and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(raw)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = connection.recv(65536)
+            assert chunk, f"connection closed before a response: {received!r}"
+            received += chunk
+        head, body = received.split(b"\r\n\r\n", 1)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in header_lines)}
+        length = int(headers.get("content-length", 0))
+        while len(body) < length:
+            chunk = connection.recv(65536)
+            assert chunk, "connection closed inside the body"
+            body += chunk
+    return int(status_line.split(" ")[1]), headers, body
+
+
+def _assert_json_error(status: int, headers: dict[str, str], body: bytes, expected_status: int, code: str) -> dict:
+    assert status == expected_status, body
+    assert headers["content-type"] == "application/json", body
+    error = json.loads(body)["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+    assert isinstance(error["details"], dict)
+    return error
+
+
+def _request(method: str, target: bytes, *headers: bytes, body: bytes = b"") -> bytes:
+    lines = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: gateway.test", b"Connection: close", *headers]
+    if body:
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+NGINX_ERRORS = {
+    "request line over 4094 bytes": (_request("GET", b"/v1/tasks/" + b"a" * 4100 + b"/status"), 414, "uri_too_long"),
+    "header line over 4094 bytes": (
+        _request("GET", b"/v1/tasks/health", b"Authorization: Bearer " + b"a" * 5000),
+        431,
+        "headers_too_large",
+    ),
+    "not HTTP": (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    "no Host": (b"GET /v1/tasks/health HTTP/1.1\r\n\r\n", 400, "bad_request"),
+    "body over 1 MiB": (
+        _request("POST", b"/v1/tasks", b"Content-Type: application/json", body=b" " * (1024 * 1024 + 1)),
+        413,
+        "payload_too_large",
+    ),
+    "chunked body over 1 MiB": (
+        b"POST /v1/tasks HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + (b"10000\r\n" + b" " * 0x10000 + b"\r\n") * 17 + b"0\r\n\r\n",
+        413,
+        "payload_too_large",
+    ),
+    "unknown transfer coding": (_request("POST", b"/v1/tasks", b"Transfer-Encoding: gzip"), 501, "not_implemented"),
+    "HTTP/2.0 request line": (b"GET /v1/tasks/health HTTP/2.0\r\nHost: a\r\n\r\n", 505, "http_version_not_supported"),
+    "TRACE": (_request("TRACE", b"/v1/tasks/health"), 405, "method_not_allowed"),
+    # Passed by nginx, but gunicorn would answer with HTML of its own:
+    "method gunicorn refuses": (_request("AB", b"/v1/tasks/health"), 405, "method_not_allowed"),
+    "long method": (_request("A" * 30, b"/v1/tasks/health"), 405, "method_not_allowed"),
+    "non-ASCII request target": (_request("GET", b"/v1/tasks/\xc3\xa9t\xc3\xa9/status"), 400, "bad_request"),
+    "control character in Authorization": (
+        _request("GET", b"/v1/tasks/health", b"Authorization: Bearer a\x01b"),
+        400,
+        "bad_request",
+    ),
+    "control character in Content-Type": (
+        _request("POST", b"/v1/tasks", b"Content-Type: application/json\x7f", body=b"{}"),
+        400,
+        "bad_request",
+    ),
+    "the error location itself": (_request("GET", b"/_gateway_error"), 404, "not_found"),
+}
+
+
+@pytest.mark.parametrize("case", list(NGINX_ERRORS))
+def test_nginx_answers_its_own_errors_in_the_api_error_shape(deployment, case):
+    raw, status, code = NGINX_ERRORS[case]
+    _assert_json_error(*_exchange(deployment.port, raw), status, code)
+
+
+@pytest.mark.parametrize("length", [4000, 4094])
+def test_request_line_nginx_lets_through_is_answered_by_the_app_not_by_gunicorn(deployment, length):
+    """nginx's request-line and header-line limit (4094 bytes) is below gunicorn's (8190):
+    whatever nginx passes on reaches the app, which answers in JSON."""
+    padding = length - len(b"GET /v1/tasks/ HTTP/1.1")
+    line = _request("GET", b"/v1/tasks/" + b"a" * padding)
+    assert len(line.split(b"\r\n")[0]) == length
+    _assert_json_error(*_exchange(deployment.port, line), 405, "method_not_allowed")
+    header = b"Authorization: Bearer " + b"a" * (length - len(b"Authorization: Bearer "))
+    _assert_json_error(
+        *_exchange(deployment.port, _request("GET", b"/v1/tasks/x/status", header)), 404, "task_not_found"
+    )
+
+
+def test_gateway_answers_pass_through_nginx(deployment):
+    body = {"task_name": "testing.empty", "task_id": "through-nginx", "input_data": {"text": "é" * 1000}}
+    response = requests.post(deployment.base + "/v1/tasks", json=body, timeout=10)
+    assert response.status_code == 202, response.text
+    assert requests.get(deployment.base + "/v1/tasks/through-nginx/status", timeout=10).status_code == 200
+    # The app's own errors, unchanged: a doubled slash, a method with its Allow header.
+    _assert_json_error(*_exchange(deployment.port, _request("GET", b"/v1//tasks/health")), 404, "not_found")
+    status, headers, raw = _exchange(deployment.port, _request("PUT", b"/v1/tasks"))
+    _assert_json_error(status, headers, raw, 405, "method_not_allowed")
+    assert "POST" in headers["allow"]
+
+
+def test_nginx_answers_502_in_the_api_error_shape_when_gunicorn_is_down():
+    nginx = Nginx(upstream_port=free_port())  # nothing listens there
+    try:
+        for path in (b"/v1/tasks/health", b"/v1/tasks/t-1/status.html"):
+            _assert_json_error(*_exchange(nginx.port, _request("GET", path)), 502, "gateway_unavailable")
+    finally:
+        nginx.stop()
+
+
+class SlowClients:
+    """Connections that trickle a request one byte a second and never finish it in the
+    test's time: half of them in the headers, half in a body (headers complete,
+    Content-Length 100000)."""
+
+    SLOW_HEADERS = b"GET /v1/tasks/health HTTP/1.1\r\nHost: gateway.test\r\nX-Slow: " + b"a" * 1000
+    BODY_HEADERS = (
+        b"POST /v1/tasks HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
+
+    def __init__(self, port: int, count: int):
+        # Each connection with the bytes it has still to send, one a second.
+        self.pending: list[tuple[socket.socket, bytes]] = []
+        for number in range(count):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if number % 2:
+                connection.sendall(self.BODY_HEADERS)
+                self.pending.append((connection, b"{" + b" " * 1000))
+            else:
+                self.pending.append((connection, self.SLOW_HEADERS))
+        self.send_failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, daemon=True)
+        self._thread.start()
+
+    def _trickle(self) -> None:
+        position = 0
+        while True:
+            for connection, data in self.pending:
+                try:
+                    connection.send(data[position : position + 1])
+                except OSError:
+                    self.send_failures += 1
+            position += 1
+            if self._stop.wait(1.0):
+                return
+
+    def still_waiting(self) -> int:
+        """How many have had no answer and are not closed."""
+        waiting = 0
+        for connection, _ in self.pending:
+            connection.setblocking(False)
+            try:
+                connection.recv(1)  # data or b"" (closed): not waiting
+            except BlockingIOError:
+                waiting += 1
+            except OSError:
+                pass
+            finally:
+                connection.setblocking(True)
+        return waiting
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for connection, _ in self.pending:
+            connection.close()
+
+
+def _latencies_while_slow_clients_hang(port: int, slow: int = 100, seconds: float = 6.0) -> tuple[list, int]:
+    """Open ``slow`` slow connections, then for ``seconds`` time a health check and a
+    task creation every half second; the timings (or errors) and how many slow
+    connections were still hanging at the end."""
+    clients = SlowClients(port, slow)
+    base = f"http://127.0.0.1:{port}/v1/tasks"
+    timings: list = []
+    try:
+        time.sleep(1.5)  # every slow connection has sent its first bytes
+        deadline = time.monotonic() + seconds
+        number = 0
+        while time.monotonic() < deadline:
+            number += 1
+            for method, url, body in (
+                ("GET", base + "/health", None),
+                ("POST", base, {"task_name": "testing.empty", "task_id": f"beside-slow-{number}", "input_data": {}}),
+            ):
+                started = time.monotonic()
+                try:
+                    status = requests.request(method, url, json=body, timeout=5).status_code
+                except requests.RequestException as error:
+                    status = type(error).__name__
+                timings.append((method, status, round(time.monotonic() - started, 3)))
+            time.sleep(0.5)
+        return timings, clients.still_waiting()
+    finally:
+        clients.close()
+
+
+def test_slow_clients_do_not_delay_a_request_through_nginx(deployment):
+    """Fifty connections trickling headers and fifty trickling bodies: straight to
+    gunicorn, ten of them took all its 4 x 2 threads and health checks timed out; through
+    nginx, which reads whole requests before it passes them on, every other request is
+    answered within 1 s while they hang."""
+    timings, still_waiting = _latencies_while_slow_clients_hang(deployment.port, slow=100)
+    assert still_waiting == 100, "the slow connections must still be hanging while the requests are timed"
+    assert len(timings) >= 10
+    assert all(status in (200, 202) for _, status, _ in timings), timings
+    assert max(seconds for _, _, seconds in timings) < 1.0, timings
