@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the pinned requirements into it.
+# Create .venv (if missing) and install the pinned requirements into it; for the tests
+# (requirements-dev.txt), also nginx when missing, with apt-get when run as root.
 # Usage: scripts/setup.sh [requirements file]   (default: requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,17 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
   touch "$stamp"
+fi
+# The tests run nginx in front of gunicorn (docs/deploy/nginx.conf). On a fresh Debian
+# machine (CI runs as root) install it; elsewhere the tests say how to get it.
+if [ "$(basename "$requirements")" = requirements-dev.txt ] && ! command -v nginx >/dev/null \
+  && [ ! -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  log="$(mktemp)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; } \
+    >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
 fi
