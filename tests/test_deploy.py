@@ -127,6 +127,7 @@ def test_chunked_body_over_the_limit_is_413_and_under_it_accepted(redis_server, 
 # --- nginx in front (docs/deploy/nginx.conf) ------------------------------------------
 
 NGINX_CONF = ROOT / "docs" / "deploy" / "nginx.conf"
+JSON_TYPE = {"Content-Type": "application/json"}
 # The only two lines the test changes in the shipped file: where nginx listens, and where
 # gunicorn is.
 LISTEN_LINE = "listen 8080;"
@@ -306,6 +307,10 @@ def test_gateway_answers_pass_through_nginx(deployment):
     response = requests.post(deployment.base + "/v1/tasks", json=body, timeout=10)
     assert response.status_code == 202, response.text
     assert requests.get(deployment.base + "/v1/tasks/through-nginx/status", timeout=10).status_code == 200
+    # nginx's body limit is the app's: 1 MiB exactly passes (1 MiB + 1 is nginx's 413 above).
+    largest = _padded_body(1024 * 1024)
+    response = requests.post(deployment.base + "/v1/tasks", data=largest, headers=JSON_TYPE, timeout=10)
+    assert response.status_code == 202, response.text
     # The app's own errors, unchanged: a doubled slash, a method with its Allow header.
     _assert_json_error(*_exchange(deployment.port, _request("GET", b"/v1//tasks/health")), 404, "not_found")
     status, headers, raw = _exchange(deployment.port, _request("PUT", b"/v1/tasks"))
@@ -417,7 +422,46 @@ def test_slow_clients_do_not_delay_a_request_through_nginx(deployment):
     nginx, which reads whole requests before it passes them on, every other request is
     answered within 1 s while they hang."""
     timings, still_waiting = _latencies_while_slow_clients_hang(deployment.port, slow=100)
-    assert still_waiting == 100, "the slow connections must still be hanging while the requests are timed"
+    assert still_waiting == 100, "the slow connections must still hang while the requests are timed"
     assert len(timings) >= 10
     assert all(status in (200, 202) for _, status, _ in timings), timings
     assert max(seconds for _, _, seconds in timings) < 1.0, timings
+
+
+def test_nginx_drops_a_client_whose_headers_take_10_s_or_whose_body_pauses_10_s(deployment):
+    """client_header_timeout bounds the whole header; client_body_timeout a pause in a body."""
+    trickling = socket.create_connection(("127.0.0.1", deployment.port), timeout=5)
+    pausing = socket.create_connection(("127.0.0.1", deployment.port), timeout=5)
+    pausing.sendall(SlowClients.BODY_HEADERS + b"{")
+    started = time.monotonic()
+
+    def ended(connection) -> bool:
+        # Closed, reset, or answered (and then closed): no longer waiting.
+        connection.setblocking(False)
+        try:
+            return connection.recv(65536) is not None
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            connection.setblocking(True)
+
+    try:
+        trickled_until_dropped = True
+        for byte in SlowClients.SLOW_HEADERS[:20]:  # a byte a second; dropped at 10 s
+            if ended(trickling):
+                break
+            try:
+                trickling.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(1.0)
+        else:
+            trickled_until_dropped = False
+        assert trickled_until_dropped
+        wait_until(lambda: ended(pausing), timeout=10)
+        assert time.monotonic() - started < 25  # a bound for a 10 s timeout, not a benchmark
+    finally:
+        trickling.close()
+        pausing.close()
