@@ -121,7 +121,9 @@ def _host_rule(entry: str) -> _HostRule:
     """One ``GATEWAY_CALLBACK_ALLOWED_HOSTS`` entry; ValueError names a bad one."""
     text, port = entry.strip(), None
     if text.startswith("["):  # [v6-address] or [v6-address]:port
-        address, _, rest = text[1:].partition("]")
+        address, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"GATEWAY_CALLBACK_ALLOWED_HOSTS entry {entry!r}: no closing ']'")
         if rest:
             port = _rule_port(entry, rest.removeprefix(":") if rest.startswith(":") else "")
         text = address
