@@ -19,8 +19,6 @@ from urllib.parse import urlsplit
 
 import idna
 from requests.utils import requote_uri
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
 
 #: Bytes, of the URL as given (UTF-8) and of the URL as sent (see ``Target.url``).
 MAX_URL_LENGTH = 2048
@@ -254,10 +252,6 @@ def target(url: str) -> Target:
     sent = requote_uri(f"{parts.scheme}://{host_header}{rest}")  # as requests sends it; the fragment never is
     if len(sent) > MAX_URL_LENGTH or len(url.encode("utf-8")) > MAX_URL_LENGTH:
         raise UrlRefused(f"callback URL is longer than {MAX_URL_LENGTH} bytes (UTF-8, or as sent)")
-    try:
-        parse_url(sent)  # what requests will parse it with: it must not fail then
-    except LocationParseError as error:
-        raise UrlRefused(f"callback URL is not a valid URL: {error}") from None
     return Target(parts.scheme, host, port or DEFAULT_PORTS[parts.scheme], host_header, sent)
 
 
