@@ -1,25 +1,34 @@
 """Callback delivery: the payload, Standard Webhooks signing, and the one HTTP call.
 
 The only module that makes outbound HTTP requests. It connects to an address that
-``urlpolicy`` vetted, never to a second DNS answer, and follows no redirects.
+``urlpolicy`` vetted, never to a second DNS answer, follows no redirects, and ends each
+try at its deadline however slowly the receiver answers.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from gateway import __version__, documents, urlpolicy
 from gateway.tenancy import public
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 USER_AGENT = f"SingleTaskGateway/{__version__}"
 
@@ -72,13 +81,100 @@ class Outcome:
     retry_after: float | None = None
 
 
+class _Deadline:
+    """The end of one try: at it, every socket of the try is shut down.
+
+    requests' timeout bounds each socket operation, so a receiver that trickles its
+    answer a byte at a time holds a try for as long as it likes (and urllib3's
+    ``Timeout(total=...)`` is also applied per read). A timer thread that shuts the
+    sockets down wakes any blocked connect, send or read at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._at = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.expired = False
+        self._timer: threading.Timer | None = None
+
+    def remaining(self) -> float:
+        return self._at - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Arm the timer for the block; the try's sockets register while it runs."""
+        self._timer = threading.Timer(max(0.0, self.remaining()), self._expire)
+        self._timer.daemon = True
+        token = _current_deadline.set(self)
+        self._timer.start()
+        try:
+            yield
+        finally:
+            self._timer.cancel()
+            _current_deadline.reset(token)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # not close(): the fd stays ours until urllib3 closes it
+    except OSError:  # already closed
+        pass
+
+
+# The deadline of the try running in this thread (context), for the connections below.
+_current_deadline: ContextVar[_Deadline | None] = ContextVar("callback_deadline", default=None)
+
+
+def _watched(sock: socket.socket) -> socket.socket:
+    deadline = _current_deadline.get()
+    if deadline is not None:
+        deadline.watch(sock)
+    return sock
+
+
+class _DeadlineHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _watched(super()._new_conn())
+
+
+class _DeadlineHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:  # the raw socket: shutting it down also ends TLS
+        return _watched(super()._new_conn())
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
 class _PinnedAddressAdapter(HTTPAdapter):
-    """Connects to one vetted address while keeping the URL's host for Host and TLS."""
+    """Connects to one vetted address while keeping the URL's host for Host and TLS,
+    with every socket under the try's deadline."""
 
     def __init__(self, address: str, hostname: str) -> None:
         self._address = address
         self._hostname = hostname
         super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
 
     def build_connection_pool_key_attributes(self, request, verify, cert=None):
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
@@ -90,34 +186,37 @@ class _PinnedAddressAdapter(HTTPAdapter):
 
 
 def post(url: str, body: str, request_headers: dict[str, str], *, timeout: float, policy: urlpolicy.Policy) -> Outcome:
-    """POST one delivery attempt; never raises for network trouble, only reports it."""
-    parts = urlsplit(url)
+    """POST one delivery attempt within ``timeout`` seconds in all (resolving,
+    connecting, sending, and the answer's status line and headers; the body is not
+    read). Never raises: whatever goes wrong is reported as a failed attempt."""
+    deadline = _Deadline(timeout)
     try:
-        urlpolicy.check_url(url, policy)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = urlpolicy.resolve_vetted(parts.hostname, port, policy)
+        target = urlpolicy.check_url(url, policy)
+        address = urlpolicy.resolve_vetted(target.host, target.port, policy)
     except urlpolicy.UrlRefused as error:
         return Outcome(False, error=f"refused: {error}", final=True)
     except OSError as error:
         return Outcome(False, error=str(error))
+    if deadline.remaining() <= 0:
+        return _timed_out(timeout)
 
     session = requests.Session()
     session.trust_env = False  # no proxies from the environment: we connect where we vetted
-    session.mount(f"{parts.scheme}://", _PinnedAddressAdapter(address, parts.hostname))
-    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    if ":" in parts.hostname:
-        host_header = f"[{parts.hostname}]" + ("" if parts.port is None else f":{parts.port}")
+    session.mount(f"{target.scheme}://", _PinnedAddressAdapter(address, target.host))
     try:
-        response = session.post(
-            url,
-            data=body.encode("utf-8"),
-            headers={**request_headers, "Host": host_header},
-            timeout=timeout,
-            allow_redirects=False,
-            stream=True,
-        )
-        response.close()
-    except requests.RequestException as error:
+        with deadline.running():
+            response = session.post(
+                target.url,
+                data=body.encode("utf-8"),
+                headers={**request_headers, "Host": target.host_header},
+                timeout=deadline.remaining(),  # per operation; the deadline bounds the sum
+                allow_redirects=False,
+                stream=True,
+            )
+            response.close()
+    except Exception as error:  # network trouble, or anything requests/urllib3 raise
+        if deadline.expired:
+            return _timed_out(timeout)
         return Outcome(False, error=f"{type(error).__name__}: {error}")
     finally:
         session.close()
@@ -131,6 +230,10 @@ def post(url: str, body: str, request_headers: dict[str, str], *, timeout: float
         final=code == 410,
         retry_after=_retry_after(response.headers.get("Retry-After")),
     )
+
+
+def _timed_out(timeout: float) -> Outcome:
+    return Outcome(False, error=f"Timeout: no complete answer within {timeout:g} s")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -220,14 +220,21 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
         if entry["status"] != "queued" or entry.get("attempts", 0) >= try_number:
             return "already done"  # a duplicate job for a try that was made
 
-        body = callbacks.dumps(callbacks.payload(task_id, task_name, entry, json.loads(result_json)))
-        outcome = callbacks.post(
-            entry["url"],
-            body,
-            callbacks.headers(delivery_id, body, config["CALLBACK_SIGNING_SECRETS"]),
-            timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
-            policy=config["CALLBACK_POLICY"],
-        )
+        try:
+            body = callbacks.dumps(callbacks.payload(task_id, task_name, entry, json.loads(result_json)))
+            outcome = callbacks.post(
+                entry["url"],
+                body,
+                callbacks.headers(delivery_id, body, config["CALLBACK_SIGNING_SECRETS"]),
+                timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
+                policy=config["CALLBACK_POLICY"],
+            )
+        except Exception as error:
+            # Whatever breaks a try is a failed try, recorded and retried on the schedule.
+            # Left to RQ, it would leave no trace in the record, and a failed job holding
+            # the result that the sweeper sends again and again.
+            log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
+            outcome = callbacks.Outcome(False, error=f"internal error: {type(error).__name__}: {error}")
         intervals = config["CALLBACK_RETRY_INTERVALS"]
         retries_left = try_number <= len(intervals)
         if outcome.delivered:

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 CALLBACK_QUEUE = "callbacks"
 # One delivery try is one HTTP request with its own timeout; this is only a backstop.
 DELIVERY_JOB_TIMEOUT = 300
+# How long RQ keeps a failed delivery job: its hash (which holds a copy of the result),
+# its entry in the failed registry, and its failure result. A try records its own
+# failure, so a job fails only when recording did (Redis down) or its worker died; the
+# sweeper then re-sends from the job within the delivery grace, or from the stage.
+DELIVERY_FAILURE_TTL = 300
 
 
 class Queues:
@@ -125,6 +130,7 @@ class Queues:
             job_timeout=DELIVERY_JOB_TIMEOUT,
             due=due,
             result_ttl=0,  # the job carries a copy of the result: drop it once done
+            failure_ttl=DELIVERY_FAILURE_TTL,
         )
 
     def delivery_job(self, delivery_id: str, try_number: int) -> Job | None:
@@ -166,13 +172,14 @@ class Queues:
         job_timeout: int,
         due: datetime | None = None,
         result_ttl: int = 600,
+        failure_ttl: int = 86400,
     ) -> None:
         options = {
             "job_id": job_id,
             "job_timeout": job_timeout,
             "unique": True,
             "result_ttl": result_ttl,
-            "failure_ttl": 86400,
+            "failure_ttl": failure_ttl,
         }
         try:
             if due is None:

@@ -16,6 +16,8 @@ NOT_PUBLIC = [
     "255.255.255.255", "192.0.2.1", "198.18.0.1", "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1",
     "ff02::1", "2001:db8::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
     "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::", "2002:c0a8:101::",
+    "::7f00:1", "::127.0.0.1", "::a9fe:a9fe", "::8.8.8.8", "64:ff9b:1::1", "64:ff9b:1::808:808",
+    "fec0::1", "feff::1", "100::1",
 ]  # fmt: skip
 PUBLIC = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
 
@@ -124,3 +126,105 @@ def test_unresolvable_name_is_retried_not_refused(make_app, work, task_id, dns):
     assert record["status"] == "failed"
     assert record["attempts"] == 2
     assert "cannot resolve" in record["last_error"]
+
+
+# -- issue 9, item 6: more IPv6 ranges, Unicode spellings, host:port entries -----------
+
+REFUSED_AT_CREATE = [
+    "http://[::7f00:1]/hook", "http://[::127.0.0.1]/hook", "http://[64:ff9b:1::a9fe:a9fe]/hook",
+    "http://[fec0::1]/hook", "http://１２７.０.０.１/hook", "http://127。0。0。1/hook",
+    "http://127．0．0．1/hook", "http://ｌｏｃａｌｈｏｓｔ/hook", "http://ＬＯＣＡＬＨＯＳＴ.:8080/hook",
+    "http://１６９.２５４.１６９.２５４/latest/meta-data", "http://０ｘ７ｆ.１/hook",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("url", REFUSED_AT_CREATE)
+def test_non_public_targets_in_any_spelling_are_refused_at_create(make_app, task_id, url):
+    app = make_app(CALLBACK_ALLOW_PRIVATE_NETWORKS=False)
+    response = create(app.test_client(), task_id, callback=url)
+    assert response.status_code == 400
+    [reason] = response.json["error"]["details"]["callback"]
+    assert "localhost" in reason or "non-public" in reason
+    with pytest.raises(urlpolicy.UrlRefused):
+        urlpolicy.check_url(url, urlpolicy.Policy())
+
+
+def test_unicode_spelling_of_an_allowed_host_is_sent_in_its_ascii_form(make_app, work, task_id, receiver, dns):
+    dns.answers["localhost"] = ["127.0.0.1"]
+    port = receiver.server.server_port
+    app = make_app(CALLBACK_ALLOW_PRIVATE_NETWORKS=False, CALLBACK_ALLOWED_HOSTS=[f"localhost:{port}"])
+    client = app.test_client()
+    assert create(client, task_id, callback=f"http://ｌｏｃａｌｈｏｓｔ:{port}/hook").status_code == 202
+    work(app)
+    [delivered] = receiver.wait_for(1)
+    assert delivered["headers"]["host"] == f"localhost:{port}"
+    assert dns.lookups == ["localhost"]
+
+
+def test_allowed_host_with_a_port_allows_that_port_only():
+    policy = urlpolicy.Policy.from_config(
+        {"CALLBACK_ALLOWED_HOSTS": "hooks.example:8443, *.svc.example:443, [fd00::1]:8080, 10.0.0.5:9000, any.example"}
+    )
+    assert policy.permits_private("hooks.example", 8443)
+    assert not policy.permits_private("hooks.example", 443)
+    assert not policy.permits_private("hooks.example")  # port unknown: not that port
+    assert policy.permits_private("a.svc.example", 443)
+    assert not policy.permits_private("a.svc.example", 8443)
+    assert policy.permits_private("fd00::1", 8080)
+    assert not policy.permits_private("fd00::1", 80)
+    assert policy.permits_private("any.example", 1)
+    urlpolicy.check_url("http://10.0.0.5:9000/hook", policy)
+    urlpolicy.check_url("http://[fd00:0:0::1]:8080/hook", policy)
+    for url in ("http://10.0.0.5/hook", "http://10.0.0.5:9001/hook", "https://10.0.0.5/hook", "http://[fd00::1]/hook"):
+        with pytest.raises(urlpolicy.UrlRefused, match="non-public"):
+            urlpolicy.check_url(url, policy)
+
+
+@pytest.mark.parametrize("entry", ["hooks.example:0", "hooks.example:99999", "hooks.example:http", "a..b", "[::1"])
+def test_malformed_allowed_host_entries_stop_the_configuration(entry):
+    with pytest.raises(ValueError, match="GATEWAY_CALLBACK_ALLOWED_HOSTS"):
+        urlpolicy.Policy.from_config({"CALLBACK_ALLOWED_HOSTS": [entry]})
+
+
+def test_allowed_host_port_is_enforced_at_create_and_at_delivery(make_app, work, task_id, receiver, dns):
+    dns.answers.update({"hooks.example": ["127.0.0.1"], "127.0.0.1": ["127.0.0.1"]})
+    port = receiver.server.server_port
+    app = make_app(
+        CALLBACK_ALLOW_PRIVATE_NETWORKS=False, CALLBACK_ALLOWED_HOSTS=["hooks.example:1", f"127.0.0.1:{port}"]
+    )
+    client = app.test_client()
+    # At create: a literal address is judged with its port.
+    assert create(client, task_id, callback=f"http://127.0.0.1:{port + 1}/hook").status_code == 400
+    assert create(client, task_id, callback=f"http://127.0.0.1:{port}/ok").status_code == 202
+    # At delivery: a name is judged by what it resolves to, on the URL's port.
+    second = f"{task_id}-b"
+    assert create(client, second, callback=f"http://hooks.example:{port}/hook").status_code == 202
+    work(app)
+    [delivered] = receiver.wait_for(1)
+    assert delivered["path"] == "/ok"
+    [record] = stage(client, second)["callbacks"]
+    assert record["status"] == "failed"
+    assert record["attempts"] == 1
+    assert "non-public" in record["last_error"]
+    assert len(receiver.requests) == 1
+
+
+# -- issue 9, item 11: the URL's length in bytes -------------------------------------
+
+
+def test_callback_url_is_bounded_in_bytes_as_given_and_as_sent(make_app, task_id):
+    client = make_app().test_client()
+    base = "http://hooks.example/"
+    at_limit = base + "a" * (urlpolicy.MAX_URL_LENGTH - len(base))
+    assert create(client, task_id, callback=at_limit).status_code == 202
+    too_long = [
+        at_limit + "a",
+        base + "é" * 1100,  # 1121 characters, 2221 bytes of UTF-8
+        base + "^" * 1000,  # 1021 characters, sent as 3021 (each ^ becomes %5E)
+        "http://例え.jp/" + "a" * 2027,  # 2045 bytes of UTF-8, sent as 2049: the host's ASCII form is longer
+    ]
+    for url in too_long:
+        assert len(url) <= urlpolicy.MAX_URL_LENGTH + 1
+        response = create(client, task_id, callback=url)
+        assert response.status_code == 400, url[:40]
+        assert "2048 bytes" in response.json["error"]["details"]["callback"][0]

@@ -78,7 +78,12 @@ def build_spec() -> dict:
         maxLength=2048,
         # A subset of what is accepted, simple enough to state here; the full rules
         # (credentials, non-public addresses, ports) are in the API reference.
-        pattern=r"^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[1-9][0-9]{0,3})?(/[!-~]*)?$",
+        # Labels of at most 63, three at most (under 253 in all), and a path of characters
+        # sent as they are (no percent-encoding), so that 2048 characters are 2048 bytes.
+        pattern=(
+            r"^https?://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,2}"
+            r"(:[1-9][0-9]{0,3})?(/[A-Za-z0-9!$&'()*+,/:;=?@._~-]*)?$"
+        ),
         description="http(s) URL without credentials; non-public addresses need the operator's consent",
     )
     create["additionalProperties"] = False
