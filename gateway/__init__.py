@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The application factory: config, store, queues, task registry, API, CLI."""
-    from gateway import api, config, queues, scripts, store, sweeper, tasks, tenancy, worker
+    from gateway import api, config, queues, scripts, signing, store, sweeper, tasks, tenancy, worker
 
     app = Flask(__name__)
     config.load(app, test_config)
@@ -21,8 +21,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     queues.init_app(app)
     tasks.load_modules(app.config["TASK_MODULES"])
     tenancy.init_app(app)
+    signing.init_app(app)
     api.init_app(app)
     app.cli.add_command(scripts.scripts_cli)
     app.cli.add_command(worker.worker_command)
     app.cli.add_command(sweeper.sweep_command)
+    app.cli.add_command(signing.tenants_cli)
     return app

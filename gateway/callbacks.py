@@ -53,8 +53,9 @@ def payload(task_id: str, task_name: str, entry: dict[str, Any], result: dict[st
 def headers(delivery_id: str, body: str, secrets: list[str]) -> dict[str, str]:
     """Content type, User-Agent and the Standard Webhooks headers.
 
-    With several secrets (rotation) the signatures are space-separated, the list
-    form of the standard, so a receiver holding either secret verifies.
+    ``secrets`` are those of the delivery's tenant (``signing.secrets_for``). With
+    several (rotation) the signatures are space-separated, the list form of the
+    standard, so a receiver holding either secret verifies.
     """
     now = datetime.now(UTC)
     result = {

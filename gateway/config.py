@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "JOB_TIMEOUT_SECONDS": 3600,
     # One "whsec_..." secret, or a JSON list of them while rotating.
     "CALLBACK_SIGNING_SECRET": None,
+    # JSON object tenant → "whsec_..." (or a list while rotating), or "@/path/to/file.json":
+    # replaces that tenant's secret derived from CALLBACK_SIGNING_SECRET (gateway.signing).
+    "TENANT_SIGNING_SECRETS": None,
     "CALLBACK_TIMEOUT_SECONDS": 10.0,
     # Delay before each retry; its length is the number of retries.
     "CALLBACK_RETRY_INTERVALS": [5, 30, 120, 600, 1800],

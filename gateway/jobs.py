@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from flask import current_app, has_app_context
 
-from gateway import callbacks, documents, tasks
+from gateway import callbacks, documents, signing, tasks
 from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.queues import get_queues
 from gateway.store import get_store
+from gateway.tenancy import public, tenant_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -167,7 +168,10 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         if not store.watches_runs:  # otherwise start_run moved the watch entry itself
             queues.watch_run(task_id, task_name, queues.lease_check_ms())
         handler = tasks.get_handler(task_name)
-        context = tasks.TaskContext(task_id=task_id, task_name=task_name, attempt=attempt)
+        # The caller's own id: the store id's tenant prefix is the gateway's business.
+        context = tasks.TaskContext(
+            task_id=public(task_id), task_name=task_name, attempt=attempt, tenant=tenant_of(task_id)
+        )
         output_json, error = None, None
         started = time.perf_counter()
         with _leases.hold(_renewal(store, task_id, task_name, token), store.run_lease_ms / 3000):
@@ -225,7 +229,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             outcome = callbacks.post(
                 entry["url"],
                 body,
-                callbacks.headers(delivery_id, body, config["CALLBACK_SIGNING_SECRETS"]),
+                callbacks.headers(delivery_id, body, signing.secrets_for(task_id)),
                 timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
                 policy=config["CALLBACK_POLICY"],
             )

@@ -85,6 +85,12 @@ def public(scoped_id: str) -> str:
     return scoped_id.rsplit("/", 1)[-1]
 
 
+def tenant_of(scoped_id: str) -> str | None:
+    """The tenant of a store id; None for an unscoped one (no tokens)."""
+    tenant, slash, _ = scoped_id.rpartition("/")
+    return tenant if slash else None
+
+
 def init_app(app: Flask) -> None:
     app.extensions["gateway.tokens"] = load_tokens(app.config["API_TOKENS"])
     if not app.extensions["gateway.tokens"]:

@@ -46,3 +46,9 @@ def _register_stage(number: int) -> None:
 
 for _number in range(50):
     _register_stage(_number)
+
+
+@task("testing.context")
+def context(input_data: dict, ctx) -> dict:
+    """What the handler was told about its run."""
+    return {"task_id": ctx.task_id, "tenant": ctx.tenant, "task_name": ctx.task_name, "attempt": ctx.attempt}

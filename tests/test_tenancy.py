@@ -140,3 +140,21 @@ def test_tokens_are_never_logged(tenant_app, caplog):
         call(client, "GET", "/v1/tasks/x/status", "some-bad-token-value-123")
     assert TOKEN_A not in caplog.text
     assert "some-bad-token-value-123" not in caplog.text
+
+
+def test_a_handler_sees_the_callers_task_id_and_its_tenant(tenant_app, work):
+    client = tenant_app.test_client()
+    create(client, TOKEN_A, "ctx", "testing.context")
+    create(client, TOKEN_B, "ctx", "testing.context")
+    work(tenant_app)
+    for token, tenant in [(TOKEN_A, "alpha"), (TOKEN_B, "beta")]:
+        stage = call(client, "GET", "/v1/tasks/ctx/status", token).json["stages"]["testing.context"]
+        assert stage["status"] == "SUCCESS"
+        assert stage["output"] == {"task_id": "ctx", "tenant": tenant, "task_name": "testing.context", "attempt": 1}
+
+
+def test_without_tokens_a_handler_has_no_tenant(client, work):
+    client.post("/v1/tasks", json={"task_name": "testing.context", "task_id": "ctx", "input_data": {}})
+    work()
+    output = client.get("/v1/tasks/ctx/status").json["stages"]["testing.context"]["output"]
+    assert output == {"task_id": "ctx", "tenant": None, "task_name": "testing.context", "attempt": 1}

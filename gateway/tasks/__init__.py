@@ -18,9 +18,12 @@ TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 class TaskContext:
     """What a handler may know about the run it serves."""
 
+    #: The caller's ``task_id``, as it sent it (two tenants may use the same one).
     task_id: str
     task_name: str
     attempt: int
+    #: The calling tenant's name (``GATEWAY_API_TOKENS``); None without tokens.
+    tenant: str | None = None
 
 
 Handler = Callable[[dict, TaskContext], dict]
