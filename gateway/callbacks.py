@@ -6,7 +6,6 @@ The only module that makes outbound HTTP requests. It connects to an address tha
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
 
-from gateway import __version__, documents, urlpolicy
+from gateway import __version__, documents, jsontext, urlpolicy
 from gateway.tenancy import public
 
 USER_AGENT = f"SingleTaskGateway/{__version__}"
@@ -150,6 +149,6 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def dumps(data: dict[str, Any]) -> str:
-    """The body as sent and signed. ASCII escapes keep any string (even a lone
-    surrogate from a caller's input) encodable."""
-    return json.dumps(data, separators=(",", ":"))
+    """The body as sent and signed: UTF-8, a lone surrogate from a caller's input written
+    as its ``\\u`` escape (``jsontext``)."""
+    return jsontext.dumps(data)
