@@ -60,11 +60,8 @@ def test_a_mebibyte_of_emoji_is_stored_and_answered_at_its_own_size(app, client,
 
 def test_a_lone_surrogate_round_trips_exactly_to_the_callback(app, client, work, task_id, receiver):
     value = {"lone": "a\ud800b", "low": "\udfff", "emoji": "😀", "é": "ünïcode"}
-    raw = '{"task_name":"demo.echo","task_id":"%s","input_data":%s,"callback":"%s"}' % (
-        task_id,
-        json.dumps(value),  # the surrogates as \ud800 escapes, the only way JSON carries one
-        receiver.url(),
-    )
+    # ASCII escapes: a surrogate as \ud800, the only way JSON text carries one.
+    raw = json.dumps({"task_name": ECHO, "task_id": task_id, "input_data": value, "callback": receiver.url()})
     assert client.post("/v1/tasks", data=raw, content_type="application/json").status_code == 202
     work()
 
