@@ -40,7 +40,7 @@ HIT_STATES = ("completed", "pending", "running")
 #: Delivery attempts listed in a callback record (1 try + 5 retries by default fit).
 MAX_TRIES_KEPT = 20
 #: Characters of a try's error kept in a callback record: with MAX_TRIES_KEPT, what one
-#: record can grow to after the claim script measured it (docs/DESIGN.md, "Storage").
+#: record can grow to after the claim script measured it (docs/DESIGN.md, "Storage sizes").
 MAX_TRY_ERROR_CHARS = 300
 
 
