@@ -13,10 +13,11 @@ __version__ = "0.1.0"
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The application factory: config, store, queues, task registry, API, CLI."""
     from gateway import api, config, queues, scripts, signing, store, sweeper, tasks, tenancy, worker
+    from gateway.api import jsonio
 
     app = Flask(__name__)
     config.load(app, test_config)
-    app.json.sort_keys = False  # keep documents in the order we build them
+    app.json = jsonio.GatewayJSONProvider(app)
     store.init_app(app)
     queues.init_app(app)
     tasks.load_modules(app.config["TASK_MODULES"])

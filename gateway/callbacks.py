@@ -24,7 +24,7 @@ from standardwebhooks import Webhook
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from gateway import __version__, documents, urlpolicy
+from gateway import __version__, documents, jsontext, urlpolicy
 from gateway.tenancy import public
 
 if TYPE_CHECKING:
@@ -254,6 +254,6 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def dumps(data: dict[str, Any]) -> str:
-    """The body as sent and signed. ASCII escapes keep any string (even a lone
-    surrogate from a caller's input) encodable."""
-    return json.dumps(data, separators=(",", ":"))
+    """The body as sent and signed: UTF-8, a lone surrogate from a caller's input written
+    as its ``\\u`` escape (``jsontext``)."""
+    return jsontext.dumps(data)

@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_OUTPUT_BYTES": 1024 * 1024,
     "MAX_STAGES_PER_TASK": 100,
     "MAX_CALLBACKS_PER_STAGE": 100,
+    # Bytes a stage's callback records may take as stored when one is added (finished ones
+    # make room, oldest first): each claim reads the stage, so this bounds its Redis time.
+    "MAX_CALLBACK_BYTES_PER_STAGE": 64 * 1024,
     "TASK_MODULES": "",
     # JSON object token → tenant, or "@/path/to/tokens.json"; unset: open API, one namespace.
     "API_TOKENS": None,

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from gateway import jsontext
+
 
 class StageStatus(StrEnum):
     PENDING = "PENDING"
@@ -42,11 +44,25 @@ def iso(ms: float | None) -> str | None:
 
 
 def canonical_json(value: Any) -> str:
-    """The stored form of user data: sorted keys, no spaces, ASCII only.
+    """The stored form of user data: sorted keys, no spaces, UTF-8 (``jsontext``).
 
-    ASCII escapes keep any string (lone surrogates included) storable, and sorted keys
-    make equal inputs equal strings, which the claim script compares.
+    Sorted keys make equal inputs equal strings, which the claim script compares.
     """
+    return jsontext.utf8_safe(
+        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    )
+
+
+def ascii_canonical_json(value: Any, text: str) -> str | None:
+    """The form versions before UTF-8 storage wrote for ``value`` (all non-ASCII as
+    ``\\u`` escapes), when it differs from ``text``, its ``canonical_json``; else None.
+
+    A stage stored by such a version still matches the same input. Only a text with a
+    non-ASCII character or a DEL (which only the old form escapes) can differ, so an
+    ASCII input costs a flag read and a ``memchr``.
+    """
+    if text.isascii() and "\x7f" not in text:
+        return None
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
@@ -70,10 +86,11 @@ def stage_view(task_name: str, state: dict[str, Any], input_json: str | None, ou
 
 def stage_view_json(task_name: str, state: dict[str, Any], input_json: str | None, output_json: str | None) -> str:
     """``stage_view`` as JSON text, with the stored input and output put in as they are
-    stored (JSON that ``json.dumps`` wrote: valid, ASCII only) rather than decoded and
-    encoded again, which was two thirds of a reuse hit's time for a 100 KB payload."""
-    head = json.dumps({"task_name": task_name, "status": state["status"]}, separators=(",", ":"))
-    tail = json.dumps({"error": state.get("error"), "duration": state.get("duration")}, separators=(",", ":"))
+    stored (JSON text from ``canonical_json``: valid, UTF-8-safe; ASCII if an older version
+    stored it) rather than decoded and encoded again, which was two thirds of a reuse
+    hit's time for a 100 KB payload."""
+    head = jsontext.dumps({"task_name": task_name, "status": state["status"]})
+    tail = jsontext.dumps({"error": state.get("error"), "duration": state.get("duration")})
     return f'{head[:-1]},"input_params":{input_json or "{}"},"output":{output_json or "null"},{tail[1:]}'
 
 

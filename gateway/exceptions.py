@@ -46,6 +46,12 @@ class TooManyCallbacks(GatewayError):
     code = "too_many_callbacks"
 
 
+class CallbackRecordsTooLarge(TooManyCallbacks):
+    """A stage's callback records would exceed GATEWAY_MAX_CALLBACK_BYTES_PER_STAGE."""
+
+    code = "callback_records_too_large"
+
+
 class StoreUnavailable(GatewayError):
     status_code = 503
     code = "store_unavailable"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from flask import current_app, has_app_context
 
-from gateway import callbacks, documents, signing, tasks
+from gateway import callbacks, documents, jsontext, signing, tasks
 from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.queues import get_queues
 from gateway.store import get_store
@@ -140,11 +140,12 @@ def _output_json(output: object, max_bytes: int) -> str:
     if not isinstance(output, dict):
         raise ValueError(f"handler returned {type(output).__name__}, expected a JSON object (dict)")
     try:
-        text = json.dumps(output, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        text = documents.canonical_json(output)
     except (TypeError, ValueError) as error:
         raise ValueError(f"handler returned data that is not JSON: {error}") from None
-    if len(text) > max_bytes:
-        raise ValueError(f"handler output is {len(text)} bytes, more than the limit of {max_bytes}")
+    size = jsontext.utf8_length(text)
+    if size > max_bytes:
+        raise ValueError(f"handler output is {size} bytes, more than the limit of {max_bytes}")
     return text
 
 
@@ -207,7 +208,7 @@ def enqueue_deliveries(task_id: str, task_name: str, delivery_ids: list[str], re
     a rerun that starts before a delivery is made must not change what it reports."""
     if not delivery_ids:
         return
-    result_json = json.dumps(result, separators=(",", ":"))
+    result_json = jsontext.dumps(result)  # UTF-8 in the queued job too
     queues = get_queues()
     for delivery_id in delivery_ids:
         queues.enqueue_delivery(task_id, task_name, delivery_id, result_json)

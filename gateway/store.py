@@ -21,6 +21,7 @@ from redis.retry import Retry
 
 from gateway import documents, keys
 from gateway.exceptions import (
+    CallbackRecordsTooLarge,
     ClaimLost,
     DocumentGone,
     StageNotFound,
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 HIT_STATES = ("completed", "pending", "running")
 #: Delivery attempts listed in a callback record (1 try + 5 retries by default fit).
 MAX_TRIES_KEPT = 20
+#: Characters of a try's error kept in a callback record: with MAX_TRIES_KEPT, what one
+#: record can grow to after the claim script measured it (docs/DESIGN.md, "Storage sizes").
+MAX_TRY_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class Store:
         self.run_lease_ms = int(float(config["RUN_LEASE_SECONDS"]) * 1000)
         self.max_stages = int(config["MAX_STAGES_PER_TASK"])
         self.max_callbacks = int(config["MAX_CALLBACKS_PER_STAGE"])
+        self.max_callback_bytes = int(config["MAX_CALLBACK_BYTES_PER_STAGE"])
         #: Whether the claim script adds a claimed run to the run watch list itself: only
         #: possible when the queues (which hold that list) live in this very Redis.
         self.watches_runs = config["QUEUE_REDIS_URL"] == config["REDIS_URL"]
@@ -90,6 +95,8 @@ class Store:
     def claim(self, task_id: str, task_name: str, input_data: dict, callback_url: str | None) -> Verdict:
         """Decide the reuse verdict and write what it needs, in one script call."""
         input_json = documents.canonical_json(input_data)
+        # A stage stored before UTF-8 storage holds the ASCII form of the same input.
+        ascii_json = documents.ascii_canonical_json(input_data, input_json) or ""
         token, delivery_id = _two_ids()
         script_keys, watch_args = [keys.task_document(task_id)], []
         if self.watches_runs:
@@ -108,6 +115,8 @@ class Store:
                 self.ttl,
                 self.max_stages,
                 self.max_callbacks,
+                self.max_callback_bytes,
+                ascii_json,
                 *watch_args,
             ],
         )
@@ -121,6 +130,12 @@ class Store:
             raise TooManyCallbacks(
                 f"stage {task_name!r} already holds {self.max_callbacks} undelivered callbacks",
                 {"limit": self.max_callbacks},
+            )
+        if state == "callback_records_too_large":
+            raise CallbackRecordsTooLarge(
+                f"stage {task_name!r} has no room for another callback record: its records would take more "
+                f"than {self.max_callback_bytes} bytes, and only finished ones are forgotten to make room",
+                {"limit_bytes": self.max_callback_bytes},
             )
         return Verdict(
             task_id=public(task_id),
@@ -202,7 +217,7 @@ class Store:
         recorded = self.scripts(
             "record_delivery",
             [keys.task_document(task_id)],
-            [task_name, delivery_id, status, attempts, status_code or "", error or "", self.ttl, MAX_TRIES_KEPT],
+            [task_name, delivery_id, status, attempts, status_code or "", _try_error(error), self.ttl, MAX_TRIES_KEPT],
         )
         return recorded == 1
 
@@ -288,6 +303,12 @@ def _two_ids() -> tuple[str, str]:
     """A claim token and a delivery id, 128 random bits each, from one system call."""
     raw = os.urandom(32).hex()
     return raw[:32], raw[32:]
+
+
+def _try_error(error: str | None) -> str:
+    if not error:
+        return ""
+    return error if len(error) <= MAX_TRY_ERROR_CHARS else error[: MAX_TRY_ERROR_CHARS - 1] + "…"
 
 
 def _raise_unless_ok(outcome: str) -> None:

@@ -20,8 +20,12 @@
     ARGV[7]  document TTL, seconds
     ARGV[8]  most stages one document may hold
     ARGV[9]  most callback records one stage may hold
-    ARGV[10] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
-    ARGV[11] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
+    ARGV[10] most bytes those records may take, as stored (the JSON of the list), when
+             one is added
+    ARGV[11] input_data as versions before UTF-8 storage wrote it (ASCII escapes), ""
+             when that equals ARGV[2]: a stage stored so still matches the same input
+    ARGV[12] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
+    ARGV[13] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
 
   The latest request is recorded in meta (last_task_name, last_callback_url); its
   input_data is its stage's input (i:) or, when it differs, kept in request_input.
@@ -30,6 +34,7 @@
     [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
                "completed" | "pending" | "running"             (reuse hit)
                "too_many_stages" | "too_many_callbacks"        (nothing written)
+               | "callback_records_too_large"
     [2] input_matches: "1" | "0" | "" (no earlier stage)
     [3] stage state JSON after the write
     [4] stored input JSON of the stage (the one that produced a cached output)
@@ -50,6 +55,8 @@ local queue_lease_ms = tonumber(ARGV[6])
 local ttl_seconds = tonumber(ARGV[7])
 local max_stages = tonumber(ARGV[8])
 local max_callbacks = tonumber(ARGV[9])
+local max_callback_bytes = tonumber(ARGV[10])
+local ascii_input_json = ARGV[11]
 
 local stage_field = 's:' .. task_name
 local input_field = 'i:' .. task_name
@@ -68,7 +75,8 @@ local has_request_input = fetched[5] and true or false
 
 local input_matches = ''
 if stage then
-  input_matches = (stored_input == input_json) and '1' or '0'
+  local same = stored_input == input_json or (ascii_input_json ~= '' and stored_input == ascii_input_json)
+  input_matches = same and '1' or '0'
 end
 
 local state
@@ -111,6 +119,8 @@ local stage_changed = not is_hit
 -- subscribers of the current run; a URL subscribes to one run once.
 local my_delivery = ''
 local due_now = '0'
+-- The callback list as encoded, when a record was added (measured, then put in the stage).
+local callbacks_json = nil
 if callback_url ~= '' then
   if state ~= 'completed' then
     for _, entry in ipairs(callbacks) do
@@ -141,6 +151,26 @@ if callback_url ~= '' then
     if input_matches ~= '' then entry.input_matches = (input_matches == '1') end
     if state == 'completed' then entry.cached_ms = stage.finished_ms end
     callbacks[#callbacks + 1] = entry
+    -- Every claim decodes the whole stage: bound its callback records in bytes too.
+    -- A list encodes as "[" .. entries joined by "," .. "]", so dropping an entry takes
+    -- exactly its own length and a comma off; only over the bound is any entry measured.
+    callbacks_json = cjson.encode(callbacks)
+    local size = #callbacks_json
+    if size > max_callback_bytes then
+      local i = 1
+      while size > max_callback_bytes and i < #callbacks do  -- never the new, last one
+        if callbacks[i].status ~= 'queued' then
+          size = size - #cjson.encode(callbacks[i]) - 1
+          table.remove(callbacks, i)
+        else
+          i = i + 1
+        end
+      end
+      if size > max_callback_bytes then
+        return {'callback_records_too_large', input_matches, '', '', '', '', '0'}
+      end
+      callbacks_json = cjson.encode(callbacks)
+    end
     stage_changed = true
     my_delivery = delivery_id
     if state == 'completed' then due_now = '1' end
@@ -163,7 +193,7 @@ if not is_hit then
   rcall('HSET', doc_key, input_field, input_json)
   rcall('HDEL', doc_key, output_field)
   if KEYS[2] then
-    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[11]), ARGV[10])
+    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[13]), ARGV[12])
   end
   stored_input = input_json
   stored_output = ''
@@ -185,11 +215,17 @@ rcall('HSET', doc_key, 'meta', cjson.encode(meta))
 -- Versions before meta.last_callback_url kept the latest request in a field of its own.
 rcall('HDEL', doc_key, 'request')
 if stage_changed then
-  stage_json = cjson.encode(stage)
+  if callbacks_json then
+    -- Encoded once: the rest of the stage (never empty: it has a status) and the list.
+    stage.callbacks = nil
+    stage_json = string.sub(cjson.encode(stage), 1, -2) .. ',"callbacks":' .. callbacks_json .. '}'
+  else
+    stage_json = cjson.encode(stage)
+  end
   rcall('HSET', doc_key, stage_field, stage_json)
 end
 -- The latest request's input is usually the stage's own input: store it once.
-if input_json == stored_input then
+if not is_hit or input_matches == '1' then
   rcall('HDEL', doc_key, 'request_input')
 else
   rcall('HSET', doc_key, 'request_input', input_json)
