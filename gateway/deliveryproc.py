@@ -112,18 +112,19 @@ def _child_main(app: Flask, serve: Callable[[], None], parent_pid: int) -> None:
     # The parent's handlers (RQ's, bound to the run worker) must not run here.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         sys.exit(0)
     with app.app_context():
         serve()
 
 
-def _die_with_parent() -> None:
-    """Ask Linux for a SIGTERM when the process (thread) that forked us ends."""
+def die_with_parent() -> None:
+    """Ask Linux for a SIGTERM when the thread that forked this process ends (the main
+    thread of the command, or the keeper thread that lives as long as this process)."""
     if not sys.platform.startswith("linux"):
         return
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
-        log.warning("could not tie the delivery worker's life to its command (prctl)")
+        log.warning("could not tie this process's life to its parent's (prctl)")

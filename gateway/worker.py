@@ -23,7 +23,7 @@ from rq.worker import WorkerStatus
 
 from gateway import store, tasks
 from gateway.backoff import wait_for_redis
-from gateway.deliveryproc import DeliveryProcess
+from gateway.deliveryproc import DeliveryProcess, die_with_parent
 from gateway.jobguard import SERIALIZER, GatewayJob
 from gateway.queues import CALLBACK_QUEUE, get_queues, make_queue
 from gateway.sweeper import SweeperThread
@@ -48,6 +48,15 @@ SUSPENSION_CHECK_SECONDS = 1.0
 #: The gateway's own jobs: enqueued with ``result_ttl=0``, no dependents, repeats, groups
 #: or rate limits, so that their success is one transaction (``GatewayWorker``).
 LEAN_JOBS = frozenset({"gateway.jobs.run_stage", "gateway.jobs.deliver"})
+
+
+class GatewayScheduler(RQScheduler):
+    """RQ's scheduler process, which ends with the worker that forked it: a worker killed
+    outright (``kill -9``, the OOM killer) must not leave it running with the lock."""
+
+    def work(self) -> None:
+        die_with_parent()
+        super().work()
 
 
 class GatewayWorker(SimpleWorker):
@@ -119,7 +128,7 @@ class GatewayWorker(SimpleWorker):
         # RQ 3.0's, for ``scheduled_queue_names``: the run worker's scheduler also serves
         # the callback queue of its delivery process, so that one command runs one
         # scheduler (RQ's scheduler locks are per queue: one per queue wins fleet-wide).
-        self.scheduler = RQScheduler(
+        self.scheduler = GatewayScheduler(
             self.scheduled_queue_names or self.queues,
             connection=self.connection,
             logging_level=logging_level if logging_level is not None else self.log.level,

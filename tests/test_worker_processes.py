@@ -178,3 +178,21 @@ def test_a_worker_without_redis_backs_off_and_gives_up_after_its_start_timeout(r
     assert len(times) >= 4
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     assert gaps[0] < gaps[1] < gaps[2]  # 1, 2, 4 s: backing off
+
+
+def test_a_worker_command_killed_outright_leaves_no_process_behind(redis_server, tmp_path):
+    """``kill -9`` of the command's process alone (what the OOM killer does): its delivery
+    worker and RQ's scheduler end too, and the scheduler gives its locks back."""
+    client = redis.Redis(port=redis_server.port, db=WORKER_DB)
+    client.flushdb()
+    process, _ = start_worker(redis_server, tmp_path, WORKER_DB)
+    try:
+        wait_until(lambda: len(registered_workers(client)) == 2 and client.keys("rq:scheduler-lock:*"), timeout=20)
+        below = wait_until(lambda: len(descendants(process.pid)) == 2 and descendants(process.pid), timeout=10)
+        process.kill()
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    wait_until(lambda: not any(alive(pid) for pid in below), timeout=15)
+    assert client.keys("rq:scheduler-lock:*") == []
