@@ -36,8 +36,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 class DeliveryProcess:
-    """One forked process running ``serve(queue_names)`` in an app context, kept alive
-    by a thread of the command's process."""
+    """One forked process running ``serve()`` in an app context, started again by a
+    keeper thread of the command's process when it dies."""
 
     def __init__(self, app: Flask, serve: Callable[[], None]) -> None:
         self._app = app
@@ -49,12 +49,9 @@ class DeliveryProcess:
         # The keeper lives until the process is gone: the kernel's SIGTERM on the death of
         # the thread that forked it (PR_SET_PDEATHSIG) would be a second, cold, stop.
         self._ended = threading.Event()
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler (main thread) may take it while start() holds it.
+        self._lock = threading.RLock()
         self._keeper = threading.Thread(target=self._keep, name="delivery-process-keeper", daemon=True)
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         self._spawn()

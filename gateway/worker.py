@@ -315,5 +315,8 @@ def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None
         )
     finally:
         if delivery_process is not None:
+            # While we wait for it, a signal is only passed on (a second one: its cold stop).
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda number, frame: delivery_process.signal(number))
             delivery_process.stop()
         sweeper.stop()
