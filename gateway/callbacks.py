@@ -7,7 +7,6 @@ try at its deadline however slowly the receiver answers.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time

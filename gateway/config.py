@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     # A delivery try not recorded this long after its HTTP timeout was lost with its worker.
     "DELIVERY_GRACE_SECONDS": 30,
     "QUEUE_LEASE_SECONDS": 3600,
+    # A worker that cannot reach Redis at its start retries (1, 2, 4 … 30 s apart) and
+    # exits with status 1 after this many seconds; unset: it retries forever.
+    "WORKER_START_TIMEOUT_SECONDS": None,
     # RQ's hard limit on one handler run.
     "JOB_TIMEOUT_SECONDS": 3600,
     # One "whsec_..." secret, or a JSON list of them while rotating.

@@ -19,6 +19,7 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
 from gateway import keys, store, tasks
+from gateway.jobguard import SERIALIZER, GatewayJob
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -48,7 +49,7 @@ class Queues:
     def get(self, name: str) -> Queue:
         queue = self._queues.get(name)
         if queue is None:
-            queue = self._queues[name] = Queue(name, connection=self.connection)
+            queue = self._queues[name] = make_queue(name, self.connection)
         return queue
 
     # -- runs --------------------------------------------------------------------
@@ -133,11 +134,14 @@ class Queues:
             failure_ttl=DELIVERY_FAILURE_TTL,
         )
 
-    def delivery_job(self, delivery_id: str, try_number: int) -> Job | None:
+    def delivery_job(self, delivery_id: str, try_number: int) -> GatewayJob | None:
+        """The try's job, if there is one this version can run (an older version's pickled
+        job never runs: the sweeper then sends the try again from the stored stage)."""
         try:
-            return Job.fetch(delivery_job_id(delivery_id, try_number), connection=self.connection)
+            job = GatewayJob.fetch(delivery_job_id(delivery_id, try_number), self.connection, SERIALIZER)
         except NoSuchJobError:
             return None
+        return job if job.refusal() is None else None
 
     def delivery_job_alive(self, job: Job | None) -> bool:
         return job is not None and _job_alive(self.connection, job.id, self.delivery_grace_ms)
@@ -191,6 +195,11 @@ class Queues:
             pass
 
 
+def make_queue(name: str, connection: Redis) -> Queue:
+    """An RQ queue that writes and reads jobs as ``gateway.jobguard`` says (JSON)."""
+    return Queue(name, connection=connection, serializer=SERIALIZER, job_class=GatewayJob)
+
+
 def run_job_id(token: str, task_name: str) -> str:
     return f"run-{token}-{task_name.replace('.', '_')}"
 
@@ -209,10 +218,13 @@ _WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED)
 def _job_alive(connection: Redis, job_id: str, grace_ms: int) -> bool:
     """Whether a job will still run or is running: queued; scheduled and not overdue by
     more than ``grace_ms`` (a scheduled job needs RQ's scheduler, whose process can die);
-    or taken by a worker less than ``grace_ms`` ago."""
+    or taken by a worker less than ``grace_ms`` ago. A job no worker will run (an older
+    version's pickle) is not alive."""
     try:
-        job = Job.fetch(job_id, connection=connection)
+        job = GatewayJob.fetch(job_id, connection, SERIALIZER)
     except NoSuchJobError:
+        return False
+    if job.refusal() is not None:
         return False
     status = job.get_status(refresh=False)
     if status in _WAITING:

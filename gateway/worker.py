@@ -1,7 +1,10 @@
-"""``flask --app wsgi worker``: an RQ worker for every node queue and the callback queue."""
+"""``flask --app wsgi worker``: an RQ worker for the node queues (runs) and, in a process
+of its own beside it, one for the callback queue (deliveries)."""
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -9,18 +12,25 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 from redis.exceptions import RedisError
-from rq import Queue, SimpleWorker
+from rq import SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.job import JobStatus
 from rq.results import Result
+from rq.scheduler import RQScheduler
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 from gateway import store, tasks
-from gateway.queues import CALLBACK_QUEUE
+from gateway.backoff import wait_for_redis
+from gateway.deliveryproc import DeliveryProcess, die_with_parent
+from gateway.jobguard import SERIALIZER, GatewayJob
+from gateway.queues import CALLBACK_QUEUE, get_queues, make_queue
 from gateway.sweeper import SweeperThread
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from redis.client import Pipeline
     from rq.executions import Execution
     from rq.job import Job
@@ -38,6 +48,15 @@ SUSPENSION_CHECK_SECONDS = 1.0
 #: The gateway's own jobs: enqueued with ``result_ttl=0``, no dependents, repeats, groups
 #: or rate limits, so that their success is one transaction (``GatewayWorker``).
 LEAN_JOBS = frozenset({"gateway.jobs.run_stage", "gateway.jobs.deliver"})
+
+
+class GatewayScheduler(RQScheduler):
+    """RQ's scheduler process, which ends with the worker that forked it: a worker killed
+    outright (``kill -9``, the OOM killer) must not leave it running with the lock."""
+
+    def work(self) -> None:
+        die_with_parent()
+        super().work()
 
 
 class GatewayWorker(SimpleWorker):
@@ -58,6 +77,10 @@ class GatewayWorker(SimpleWorker):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        #: Queues whose scheduled jobs this worker's RQ scheduler moves (None: its own).
+        self.scheduled_queue_names: list[str] | None = None
+        #: Told of each SIGTERM/SIGINT the worker gets (the command's delivery process).
+        self.on_stop_signal: Callable[[int], None] | None = None
         self._beat_ttl: int | None = None
         self._next_beat = 0.0
         self._next_suspension_check = 0.0
@@ -85,9 +108,51 @@ class GatewayWorker(SimpleWorker):
         self._next_suspension_check = time.monotonic() + SUSPENSION_CHECK_SECONDS
         super().check_for_suspension(burst)
 
+    def request_stop(self, signum, frame) -> None:
+        if self.on_stop_signal is not None:
+            self.on_stop_signal(signum)
+        super().request_stop(signum, frame)
+
+    def request_force_stop(self, signum, frame) -> None:
+        if self.on_stop_signal is not None:
+            self.on_stop_signal(signum)
+        super().request_force_stop(signum, frame)
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # RQ 3.0's, for ``scheduled_queue_names``: the run worker's scheduler also serves
+        # the callback queue of its delivery process, so that one command runs one
+        # scheduler (RQ's scheduler locks are per queue: one per queue wins fleet-wide).
+        self.scheduler = GatewayScheduler(
+            self.scheduled_queue_names or self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
+
     def _lean(self, job: Job) -> bool:
         return (
-            job.func_name in LEAN_JOBS
+            isinstance(job, GatewayJob)
+            and job.refusal() is None  # a refused job fails the ordinary way
+            and job.func_name in LEAN_JOBS
             and job.get_result_ttl(self.default_result_ttl) == 0
             and not job.has_rate_limit
             and not job.group_id
@@ -127,6 +192,11 @@ def all_queue_names() -> list[str]:
     return [*tasks.by_node(), CALLBACK_QUEUE]
 
 
+def split_roles(names: list[str]) -> tuple[list[str], list[str]]:
+    """(run queues, delivery queues) among the queues a worker command serves."""
+    return [name for name in names if name != CALLBACK_QUEUE], [name for name in names if name == CALLBACK_QUEUE]
+
+
 def build_worker(queue_names: list[str] | None = None) -> GatewayWorker:
     """A worker that runs jobs in its own process (no fork per job).
 
@@ -140,8 +210,11 @@ def build_worker(queue_names: list[str] | None = None) -> GatewayWorker:
     # delivery enqueues of this process would then wait that long on a hung Redis.
     connection = store.connect(current_app.config["QUEUE_REDIS_URL"], current_app.config, decode_responses=False)
     return GatewayWorker(
-        [Queue(name, connection=connection) for name in names],
+        [make_queue(name, connection) for name in names],
         connection=connection,
+        # JSON jobs of the gateway's own functions only (gateway.jobguard).
+        serializer=SERIALIZER,
+        job_class=GatewayJob,
         # RQ restarts a dead scheduler process (and cleans registries) only in its
         # maintenance pass: every 30 s rather than RQ's 10 minutes.
         maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
@@ -154,6 +227,58 @@ def _asked_to_stop(worker: GatewayWorker) -> bool:
     return getattr(worker, "_shutdown_requested_date", None) is not None
 
 
+def _stop_on_signals(on_stop_signal: Callable[[int], None] | None) -> None:
+    """Until RQ's own handlers are in place (and again after RQ's worker returned), a
+    SIGTERM/SIGINT ends the serve loop, and is passed on."""
+
+    def handler(signum: int, frame: object) -> None:
+        if on_stop_signal is not None:
+            on_stop_signal(signum)
+        raise StopRequested()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def serve(
+    names: list[str],
+    *,
+    burst: bool = False,
+    log_level: str = "WARNING",
+    scheduled_queue_names: list[str] | None = None,
+    with_scheduler: bool = True,
+    on_stop_signal: Callable[[int], None] | None = None,
+) -> None:
+    """Run a worker over ``names`` until asked to stop; start it again after a Redis error."""
+    _stop_on_signals(on_stop_signal)
+    while True:
+        worker = None
+        try:
+            worker = build_worker(names)  # talks to Redis already (CLIENT SETNAME)
+            worker.scheduled_queue_names = scheduled_queue_names
+            worker.on_stop_signal = on_stop_signal
+            current_app.logger.info("worker serving queues: %s", ", ".join(q.name for q in worker.queues))
+            worker.work(burst=burst, with_scheduler=with_scheduler, logging_level=log_level.upper())
+        except StopRequested:  # a signal before RQ's handlers were in place
+            break
+        except RedisError as error:  # also raised from RQ's teardown while Redis is down
+            if burst:
+                raise
+            current_app.logger.warning("worker lost Redis: %s", error)
+        finally:
+            _stop_on_signals(on_stop_signal)  # RQ's handlers belong to a worker that ended
+        # RQ's work() returns on SIGTERM/SIGINT, at the end of a burst, and also when a
+        # Redis error reaches its loop (it logs and quits). Only the first two end us:
+        # a Redis restart must not leave the machine without workers.
+        if burst or (worker is not None and _asked_to_stop(worker)):
+            break
+        current_app.logger.warning("worker stopped without being asked (Redis error?); starting again")
+        try:
+            time.sleep(RESTART_DELAY_SECONDS)
+        except StopRequested:  # SIGTERM while we wait
+            break
+
+
 @click.command("worker")
 @click.option("--queues", "queue_names", help="Comma-separated queues to serve (default: all).")
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
@@ -162,31 +287,36 @@ def _asked_to_stop(worker: GatewayWorker) -> bool:
 )
 @with_appcontext
 def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None:
-    """Run an RQ worker with RQ's scheduler (it carries callback retries)."""
-    names = [name.strip() for name in queue_names.split(",") if name.strip()] if queue_names else None
-    sweeper = SweeperThread(current_app._get_current_object())
-    if not burst:
-        sweeper.start()
+    """Run a worker for the node queues and, in a process of its own, one for the
+    callback queue, with RQ's scheduler (it carries callback retries) and the sweeper."""
+    app = current_app._get_current_object()
+    names = [name.strip() for name in queue_names.split(",") if name.strip()] if queue_names else all_queue_names()
+    timeout = app.config["WORKER_START_TIMEOUT_SECONDS"]
+    if not wait_for_redis([store.get_redis(), get_queues().connection], None if timeout is None else float(timeout)):
+        sys.exit(1)
+    if burst:  # one worker drains everything, deliveries its runs made included
+        serve(names, burst=True, log_level=log_level)
+        return
+    runs, deliveries = split_roles(names)
+    sweeper = SweeperThread(app)
+    sweeper.start()
+    delivery_process = None
     try:
-        while True:
-            worker = None
-            try:
-                worker = build_worker(names)  # talks to Redis already (CLIENT SETNAME)
-                current_app.logger.info("worker serving queues: %s", ", ".join(q.name for q in worker.queues))
-                worker.work(burst=burst, with_scheduler=True, logging_level=log_level.upper())
-            except RedisError as error:  # also raised from RQ's teardown while Redis is down
-                if burst:
-                    raise
-                current_app.logger.warning("worker lost Redis: %s", error)
-            # RQ's work() returns on SIGTERM/SIGINT, at the end of a burst, and also when a
-            # Redis error reaches its loop (it logs and quits). Only the first two end us:
-            # a Redis restart must not leave the machine without workers.
-            if burst or (worker is not None and _asked_to_stop(worker)):
-                break
-            current_app.logger.warning("worker stopped without being asked (Redis error?); starting again")
-            try:
-                time.sleep(RESTART_DELAY_SECONDS)
-            except StopRequested:  # SIGTERM while we wait: RQ's handler is still installed
-                break
+        if runs and deliveries:
+            delivery_process = DeliveryProcess(
+                app, lambda: serve(deliveries, log_level=log_level, with_scheduler=False)
+            )
+            delivery_process.start()
+        serve(
+            runs or deliveries,
+            log_level=log_level,
+            scheduled_queue_names=names,
+            on_stop_signal=delivery_process.signal if delivery_process else None,
+        )
     finally:
+        if delivery_process is not None:
+            # While we wait for it, a signal is only passed on (a second one: its cold stop).
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda number, frame: delivery_process.signal(number))
+            delivery_process.stop()
         sweeper.stop()

@@ -193,10 +193,10 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
 class Stack:
     """gunicorn and RQ worker processes, as an operator runs them."""
 
-    def __init__(self, redis_server, tmp_path: Path, workers: int = 2):
+    def __init__(self, redis_server, tmp_path: Path, workers: int = 2, db: int = STACK_DB, env: dict | None = None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        config = base_config(redis_server, STACK_DB)
+        config = base_config(redis_server, db)
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -205,6 +205,7 @@ class Stack:
             "GATEWAY_CALLBACK_SIGNING_SECRET": SECRET,
             "GATEWAY_CALLBACK_RETRY_INTERVALS": "[1, 1, 1]",
             "GATEWAY_TASK_MODULES": "tests.plugin_tasks",
+            **(env or {}),
         }
         self.logs = tmp_path
         self.processes: list[subprocess.Popen] = []

@@ -6,8 +6,22 @@ import pytest
 import redis
 
 from gateway import create_app, scripts
-from tests.conftest import base_config
+from tests.conftest import Stack, base_config
 from tests.test_reuse import create, stage
+
+#: The Redis user of docs/OPERATIONS.md and docs/SECURITY.md ("Least-privilege Redis").
+LEAST_PRIVILEGE_RULES = [
+    "+@all", "-@admin", "-@dangerous", "-@scripting",
+    "+evalsha", "+script|exists",  # the Lua scripts, by SHA only
+    "+info", "+client|setname", "+client|info",  # RQ: server version, worker name and address
+]  # fmt: skip
+
+
+def create_least_privilege_user(admin: redis.Redis, name: str, password: str) -> None:
+    rules = list(LEAST_PRIVILEGE_RULES)
+    if int(admin.info("server")["redis_version"].split(".")[0]) >= 7:
+        rules.append("+evalsha_ro")  # EVALSHA_RO exists from Redis 7 on
+    admin.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", "&*", *rules)
 
 
 def test_supported_tasks_are_grouped_by_node(client):
@@ -188,10 +202,7 @@ def test_evalsha_only_users_work_once_an_operator_loaded_the_scripts(redis_serve
     from gateway.worker import build_worker
 
     admin = redis.Redis(port=redis_server.port)
-    rules = ["+@all", "-@scripting", "+evalsha", "+script|exists"]
-    if int(admin.info("server")["redis_version"].split(".")[0]) >= 7:
-        rules.append("+evalsha_ro")  # EVALSHA_RO exists from Redis 7 on
-    admin.execute_command("ACL", "SETUSER", "gateway", "reset", "on", ">secret-pass", "~*", "&*", *rules)
+    create_least_privilege_user(admin, "gateway", "secret-pass")
     restricted_url = f"redis://gateway:secret-pass@127.0.0.1:{redis_server.port}/0"
     app = create_app({**base_config(redis_server, 0), "REDIS_URL": restricted_url, "QUEUE_REDIS_URL": restricted_url})
     client = app.test_client()
@@ -221,3 +232,49 @@ def test_evalsha_only_users_work_once_an_operator_loaded_the_scripts(redis_serve
         assert client.post("/v1/tasks", json=body).status_code == 200
     finally:
         admin.acl_deluser("gateway")
+
+
+def test_the_least_privilege_user_runs_the_stack_and_is_refused_admin_commands(redis_server, tmp_path, receiver):
+    """gunicorn and a real ``flask worker`` (run and delivery workers, RQ's scheduler
+    carrying a retry, the sweeper) on the documented user, which cannot change ACLs or
+    configuration, nor run Lua of its own."""
+    db = 8
+    admin = redis.Redis(port=redis_server.port, db=db)
+    admin.flushdb()
+    create_least_privilege_user(admin, "gateway-lp", "lp-pass")
+    restricted_url = f"redis://gateway-lp:lp-pass@127.0.0.1:{redis_server.port}/{db}"
+    restricted = redis.Redis.from_url(restricted_url)
+    try:
+        refused = [
+            ("ACL", "SETUSER", "gateway-lp", "+@all"),
+            ("CONFIG", "SET", "maxmemory", "1"),
+            ("EVAL", "return 1", 0),
+            ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() return 1 end)"),
+            ("SCRIPT", "LOAD", "return 1"),
+            ("DEBUG", "SLEEP", "0"),  # (not SHUTDOWN or FLUSHALL: if allowed, they would hit other tests)
+        ]
+        for command in refused:
+            # FUNCTION does not exist before Redis 7: unknown there, denied from 7 on.
+            with pytest.raises(redis.exceptions.ResponseError, match="(?i)permission|unknown command"):
+                restricted.execute_command(*command)
+        assert admin.execute_command("ACL", "GETUSER", "gateway-lp") is not None  # unchanged, still there
+
+        operator = create_app(base_config(redis_server, db))  # the operator's own user loads the scripts
+        assert operator.test_cli_runner().invoke(args=["scripts", "load"]).exit_code == 0
+        receiver.responses.append((503, {}))  # the first try fails: RQ's scheduler sends the retry
+        stack = Stack(redis_server, tmp_path, workers=1, db=db, env={"GATEWAY_REDIS_URL": restricted_url})
+        try:
+            body = {"task_name": "testing.empty", "task_id": "lp", "input_data": {}, "callback": receiver.url()}
+            assert stack.post(body).status_code == 202
+            first, retry = receiver.wait_for(2, timeout=20)
+            assert retry["json"]["task_id"] == "lp"
+            record = stack.status("lp")["stages"]["testing.empty"]
+            assert record["status"] == "SUCCESS"
+        finally:
+            stack.stop()
+        logs = "".join(path.read_text() for path in tmp_path.glob("*.log"))
+        assert "NOPERM" not in logs and "permission" not in logs.lower()
+        assert "not supported" not in logs  # RQ's words for a denied CLIENT SETNAME
+        assert "Traceback" not in logs
+    finally:
+        admin.acl_deluser("gateway-lp")
