@@ -18,7 +18,7 @@ import pytest
 import redis
 import requests
 
-from gateway.embedded import EmbeddedRedis, free_port
+from gateway.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError, free_port
 from gateway.scripts import read_sources, rq_sources
 from tests.faults.harness import wait_for
 
@@ -173,6 +173,21 @@ def untouched(server: EmbeddedRedis) -> bool:
         client.close()
 
 
+def test_embedded_redis_refuses_a_port_another_redis_answers_on(tmp_path, other_redis):
+    ours = EmbeddedRedis(tmp_path / "ours", other_redis.port)
+
+    with pytest.raises(EmbeddedRedisError, match=f"port {other_redis.port} is taken by another Redis"):
+        ours.start(timeout=5)
+
+    assert ours.process is None
+    assert redis.Redis(host="127.0.0.1", port=other_redis.port).ping()
+
+
+def test_embedded_redis_refuses_a_data_folder_in_use(tmp_path, other_redis):
+    with pytest.raises(DataDirInUse, match=f"in use by another embedded Redis \\(port {other_redis.port}\\)"):
+        EmbeddedRedis(other_redis.data_dir).start()
+
+
 def test_busy_default_port_gets_a_redis_of_our_own(serve, other_redis):
     quickstart = serve(embedded_port=other_redis.port)
 
@@ -204,6 +219,7 @@ def test_forced_port_that_is_busy_is_a_clear_error(serve, other_redis):
 def test_dead_worker_is_replaced_and_a_stop_leaves_no_process(serve):
     quickstart = serve()
     quickstart.wait_line("gateway on")
+    assert requests.get(quickstart.base + "/v1/tasks/health", timeout=5).status_code == 200
     worker = wait_for(lambda: next(iter(quickstart.workers()), None), 30)
     assert worker, quickstart.output()
     scheduler = wait_for(lambda: descendants(worker), 30)
