@@ -163,7 +163,7 @@ def start_embedded_redis(env: dict[str, str]) -> EmbeddedRedis:
         try:
             return EmbeddedRedis(data_dir, port).start()
         except DataDirInUse as error:
-            raise QuickstartError(f"{error} (GATEWAY_EMBEDDED_REDIS_DIR chooses another)") from None
+            raise QuickstartError(f"{error} (GATEWAY_EMBEDDED_REDIS_DIR)") from None
         except EmbeddedRedisError as error:
             if attempt == 2:
                 raise QuickstartError(str(error)) from None
