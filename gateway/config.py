@@ -55,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
     "CALLBACK_ALLOW_PRIVATE_NETWORKS": False,
     # Hosts (exact, or "*.suffix") that may be or resolve to non-public addresses.
     "CALLBACK_ALLOWED_HOSTS": [],
+    # Read by the quickstart (serve.py) only, not by the app: its embedded Redis's port
+    # (None: 6390, or a free port when that is busy) and data folder (None: var/redis).
+    "EMBEDDED_REDIS_PORT": None,
+    "EMBEDDED_REDIS_DIR": None,
 }
 
 

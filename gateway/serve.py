@@ -1,67 +1,341 @@
 """The quickstart: Redis (embedded unless GATEWAY_REDIS_URL is set), an RQ worker and
-gunicorn, run together until Ctrl-C or SIGTERM. ``python -m gateway.serve``."""
+gunicorn, run together until Ctrl-C or SIGTERM. ``python -m gateway.serve``.
+
+Each child runs in a process group of its own and is stopped as a group (SIGTERM, then
+SIGKILL after a grace period), so that what it forked (RQ's scheduler, gunicorn's
+workers) goes with it. A worker that dies is started again; gunicorn or the embedded
+Redis dying ends the quickstart with a non-zero status.
+"""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from gateway.embedded import EmbeddedRedis
+from gunicorn.util import parse_address
+
+from gateway.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError, free_port, port_is_free
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Preferred; another free port is taken when it is busy, unless GATEWAY_EMBEDDED_REDIS_PORT forces one.
 EMBEDDED_PORT = 6390
 BIND = "127.0.0.1:8788"
+HEALTH_PATH = "/v1/tasks/health"
+#: gunicorn's graceful_timeout (30 s) and a little: in-flight requests and runs may finish.
+STOP_GRACE_SECONDS = 35.0
+#: How long what a child forked may outlive it after SIGTERM before SIGKILL.
+LEFTOVER_GRACE_SECONDS = 2.0
+#: A worker that dies is started again after this, doubled per quick death up to the cap.
+WORKER_RESTART_DELAYS = (1.0, 30.0)
+#: A worker that ran this long had not been crashing: its next restart waits the minimum.
+WORKER_STABLE_SECONDS = 60.0
+POLL_SECONDS = 0.2
+
+
+class QuickstartError(Exception):
+    """The quickstart cannot start as asked; the message says what to change."""
+
+
+def say(message: str) -> None:
+    print(f"serve: {message}", flush=True)
+
+
+# -- children in process groups of their own ------------------------------------------
+
+
+class Child:
+    """A command started in a new session (so a process group of its own: Ctrl-C reaches
+    only us, and a stop reaches everything the command forked)."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.command = command
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> Child:
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, start_new_session=True)
+        self.started_at = time.monotonic()
+        return self
+
+    def exit_code(self) -> int | None:
+        """The exit status once the command's own process ended, else None.
+
+        The process is not reaped here: while it is a zombie its pid, and so its group's
+        id, cannot be given to another process, and ``end()`` can still signal the group.
+        """
+        if self.process is None or self.process.returncode is not None:
+            return None if self.process is None else self.process.returncode
+        if not hasattr(os, "waitid"):  # macOS before Python 3.13
+            return self.process.poll()
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return self.process.poll()
+        if info is None:
+            return None
+        return -info.si_status if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else info.si_status
+
+    def running(self) -> bool:
+        return self.process is not None and self.exit_code() is None
+
+    def signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def end(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop the whole group: SIGTERM, then SIGKILL to whatever is left."""
+        end_all([self], grace)
+
+
+def end_all(children: list[Child], grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop the groups of ``children`` at once: SIGTERM to each, wait for the commands up
+    to ``grace`` (and for what they forked a little longer), then SIGKILL each group."""
+    started = [child for child in children if child.process is not None and child.process.returncode is None]
+    for child in started:
+        child.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(child.running() for child in started):
+        time.sleep(0.05)
+    # An orphan (RQ's scheduler when its worker died) still has the group's id.
+    deadline = min(deadline, time.monotonic() + LEFTOVER_GRACE_SECONDS)
+    while time.monotonic() < deadline and any(child.group_alive() for child in started):
+        time.sleep(0.05)
+    for child in started:
+        child.signal_group(signal.SIGKILL)
+        child.process.wait()
+
+
+# -- the embedded Redis ------------------------------------------------------------------
+
+
+def _forced_port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise QuickstartError(f"GATEWAY_EMBEDDED_REDIS_PORT must be a port number (1-65535), not {value!r}")
+    return port
+
+
+def start_embedded_redis(env: dict[str, str]) -> EmbeddedRedis:
+    """Our own Redis server, verified to be the process that answers on its port."""
+    data_dir = Path(env.get("GATEWAY_EMBEDDED_REDIS_DIR") or ROOT / "var" / "redis")
+    forced = env.get("GATEWAY_EMBEDDED_REDIS_PORT")
+    if forced:
+        port = _forced_port(forced)
+        if not port_is_free(port):
+            raise QuickstartError(
+                f"GATEWAY_EMBEDDED_REDIS_PORT={port}: the port is in use (another Redis?); "
+                "name a free port or unset the variable"
+            )
+        try:
+            return EmbeddedRedis(data_dir, port).start()
+        except EmbeddedRedisError as error:
+            raise QuickstartError(f"GATEWAY_EMBEDDED_REDIS_PORT={port}: {error}") from None
+    port = EMBEDDED_PORT
+    if not port_is_free(port):
+        port = free_port()
+        say(f"port {EMBEDDED_PORT} is in use: the embedded Redis takes port {port} instead")
+    for attempt in range(3):
+        try:
+            return EmbeddedRedis(data_dir, port).start()
+        except DataDirInUse as error:
+            raise QuickstartError(f"{error} (GATEWAY_EMBEDDED_REDIS_DIR)") from None
+        except EmbeddedRedisError as error:
+            if attempt == 2:
+                raise QuickstartError(str(error)) from None
+            port = free_port()  # taken between our check and Redis's bind
+            say(f"the embedded Redis could not take its port; trying port {port}")
+    raise AssertionError("unreachable")
+
+
+# -- gunicorn's address -------------------------------------------------------------------
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def _reachable_host(host: str) -> str:
+    # A wildcard bind is reached on loopback.
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def bind_address(bind: str) -> tuple[str, int] | str:
+    """GATEWAY_BIND as gunicorn reads it: (host, port), or a unix socket's path."""
+    address = parse_address(bind)
+    if isinstance(address, int):
+        raise QuickstartError(f"GATEWAY_BIND={bind}: the quickstart binds a TCP address or unix:PATH")
+    return address
+
+
+def check_bind_free(bind: str, address: tuple[str, int] | str) -> None:
+    """Refuse a taken address: the health check would otherwise be answered by its owner."""
+    if isinstance(address, str):
+        taken = _answers(address)
+    else:
+        taken = not port_is_free(address[1], address[0] or "0.0.0.0")
+    if taken:
+        raise QuickstartError(f"GATEWAY_BIND={bind} is in use (another gateway?); set GATEWAY_BIND to a free address")
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def health_status(address: tuple[str, int] | str) -> int | None:
+    """The HTTP status of the health endpoint, or None while nothing answers."""
+    if isinstance(address, str):
+        connection: http.client.HTTPConnection = _UnixHTTPConnection(address, timeout=1)
+    else:
+        connection = http.client.HTTPConnection(_reachable_host(address[0]), address[1], timeout=1)
+    try:
+        connection.request("GET", HEALTH_PATH)
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+# -- the quickstart -------------------------------------------------------------------------
+
+
+class Quickstart:
+    def __init__(self) -> None:
+        self.env = dict(os.environ)
+        self.redis_server: EmbeddedRedis | None = None
+        self.children: list[Child] = []
+        self.stopping = False
+        self.worker_delay = WORKER_RESTART_DELAYS[0]
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def spawn(self, name: str, *args: str) -> Child:
+        child = Child(name, [sys.executable, "-m", *args], self.env).start()
+        self.children.append(child)
+        return child
+
+    def run(self) -> int:
+        env = self.env
+        env.setdefault("GATEWAY_BIND", BIND)
+        env.setdefault("GATEWAY_ACCESS_LOG", "-")  # the quickstart shows each request
+        env.setdefault("GATEWAY_DEMO_TASKS", "true")  # demo.echo and demo.sleep, off in production
+        address = bind_address(env["GATEWAY_BIND"])
+        check_bind_free(env["GATEWAY_BIND"], address)
+        if not env.get("GATEWAY_REDIS_URL"):
+            self.redis_server = start_embedded_redis(env)
+            env["GATEWAY_REDIS_URL"] = self.redis_server.url
+            # The quickstart delivers to receivers on this machine; production refuses them.
+            env.setdefault("GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS", "true")
+            say(
+                f"embedded Redis on {self.redis_server.url} (pid {self.redis_server.process.pid}), "
+                f"data and AOF in {self.redis_server.data_dir}"
+            )
+        loader = self.spawn("scripts", "flask", "--app", "wsgi", "scripts", "load")
+        while loader.running() and not self.stopping:
+            time.sleep(0.05)
+        if self.stopping:
+            return 0
+        if loader.exit_code() != 0:
+            raise QuickstartError(f"loading the Lua scripts failed (exit code {loader.exit_code()})")
+        loader.process.wait()
+        self.children.remove(loader)
+        gunicorn = self.spawn("gunicorn", "gunicorn", "wsgi:app")
+        worker = self.spawn("worker", "flask", "--app", "wsgi", "worker")
+        return self.supervise(gunicorn, worker, address)
+
+    def supervise(self, gunicorn: Child, worker: Child, address: tuple[str, int] | str) -> int:
+        announced = False
+        restart_at: float | None = None
+        while not self.stopping:
+            if not gunicorn.running():
+                say(f"gunicorn exited (code {gunicorn.exit_code()}); stopping")
+                return 1
+            if self.redis_server and self.redis_server.process.poll() is not None:
+                say(f"the embedded Redis exited; see {self.redis_server.log_path}; stopping")
+                return 1
+            if not announced:
+                status = health_status(address)
+                if status is not None and gunicorn.running():
+                    note = "" if status == 200 else f"  (health answers {status}: is Redis reachable?)"
+                    print(f"gateway on http://{self.env['GATEWAY_BIND']}  (Ctrl-C stops){note}", flush=True)
+                    announced = True
+            if restart_at is None and not worker.running():
+                restart_at = time.monotonic() + self.worker_died(worker)
+            if restart_at is not None and time.monotonic() >= restart_at:
+                worker.start()
+                say(f"worker started again (pid {worker.pid})")
+                restart_at = None
+            time.sleep(POLL_SECONDS)
+        return 0
+
+    def worker_died(self, worker: Child) -> float:
+        """End what the dead worker left (RQ's scheduler holds its lock while it lives)
+        and return how long to wait before the next one."""
+        code, ran = worker.exit_code(), time.monotonic() - worker.started_at
+        worker.end(grace=LEFTOVER_GRACE_SECONDS)
+        if ran >= WORKER_STABLE_SECONDS:
+            self.worker_delay = WORKER_RESTART_DELAYS[0]
+        delay = self.worker_delay
+        self.worker_delay = min(delay * 2, WORKER_RESTART_DELAYS[1])
+        say(f"worker (pid {worker.pid}) exited with code {code} after {ran:.0f} s; starting a new one in {delay:g} s")
+        return delay
+
+    def close(self) -> None:
+        end_all(self.children)
+        if self.redis_server:
+            self.redis_server.stop()
 
 
 def main() -> int:
-    env = dict(os.environ)
-    redis_server = None
-    if not env.get("GATEWAY_REDIS_URL"):
-        redis_server = EmbeddedRedis(ROOT / "var" / "redis", EMBEDDED_PORT).start()
-        env["GATEWAY_REDIS_URL"] = redis_server.url
-        # The quickstart delivers to receivers on this machine; production refuses them.
-        env.setdefault("GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS", "true")
-        print(f"embedded Redis on {redis_server.url}, data in var/redis", flush=True)
-    env.setdefault("GATEWAY_BIND", BIND)
-    env.setdefault("GATEWAY_ACCESS_LOG", "-")  # the quickstart shows each request
-    python = sys.executable
-    processes = [
-        subprocess.Popen([python, "-m", "flask", "--app", "wsgi", "scripts", "load"], cwd=ROOT, env=env),
-    ]
-    processes[0].wait()
-    processes = [
-        subprocess.Popen([python, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env),
-        subprocess.Popen([python, "-m", "gunicorn", "wsgi:app"], cwd=ROOT, env=env),
-    ]
-    print(f"gateway on http://{env['GATEWAY_BIND']}  (Ctrl-C stops)", flush=True)
-
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    quickstart = Quickstart()
+    # SIGHUP too: a closed terminal must not leave the children (in sessions of their own) running.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, quickstart.stop)
     try:
-        while not stopping and all(p.poll() is None for p in processes):
-            time.sleep(0.2)
+        return quickstart.run()
+    except QuickstartError as error:
+        print(f"serve: {error}", file=sys.stderr, flush=True)
+        return 2
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(35)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if redis_server:
-            redis_server.stop()
-    return 0 if stopping else 1
+        quickstart.close()
 
 
 if __name__ == "__main__":
