@@ -19,7 +19,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep documents in the order we build them
     store.init_app(app)
     queues.init_app(app)
-    tasks.load_modules(app.config["TASK_MODULES"])
+    tasks.load_modules(app.config["TASK_MODULES"], demo_tasks=app.config["DEMO_TASKS"])
     tenancy.init_app(app)
     api.init_app(app)
     app.cli.add_command(scripts.scripts_cli)
