@@ -174,11 +174,12 @@ def test_false_spelled_False_refuses_a_metadata_callback(redis_server, clean_env
             "task_name": "demo.echo",
             "task_id": task_id,
             "input_data": {},
-            "callback_url": "http://169.254.169.254/latest/meta-data/",
+            "callback": "http://169.254.169.254/latest/meta-data/",
         },
     )
     assert response.status_code == 400, response.get_data(as_text=True)
-    assert "callback_url" in response.json["error"]["details"]
+    assert "callback" in response.json["error"]["details"]
+    assert "Unknown field" not in response.get_data(as_text=True)
 
 
 def _run(command: list[str], variable: str, value: str) -> subprocess.CompletedProcess:
