@@ -138,6 +138,12 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return {name: environ[PREFIX + name] for name in SETTINGS if environ.get(PREFIX + name, "").strip() != ""}
 
 
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Raise ``ConfigError`` for the first bad ``GATEWAY_*`` value in ``environ``: for a
+    launcher (the quickstart) to refuse before it starts any process."""
+    validate(from_environment(environ))
+
+
 def misspelled(environ: Mapping[str, str]) -> list[str]:
     """A warning for each ``GATEWAY_*`` variable that is no setting, naming the closest one."""
     known = known_variables()

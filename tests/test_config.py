@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gateway import create_app, tasks
+from gateway import config, create_app, tasks
 from gateway.exceptions import ConfigError
 from gateway.tasks.builtin import MAX_SLEEP_SECONDS
 from tests.conftest import ROOT, SECRET, base_config
@@ -204,6 +204,13 @@ def test_entry_points_print_one_line_naming_the_variable_and_exit(command):
     assert lines == [
         "gateway: configuration error: GATEWAY_TASK_TTL_SECONDS: must be a whole number of seconds ≥ 1, got 'abc'"
     ]
+
+
+def test_a_launcher_can_check_the_environment_before_starting_anything():
+    # The quickstart (gateway/serve.py) checks the environment it will hand its processes.
+    config.check_environment({"GATEWAY_TASK_TTL_SECONDS": "60", "GATEWAY_DEMO_TASKS": "yes", "OTHER": "x"})
+    with pytest.raises(ConfigError, match="^GATEWAY_DEMO_TASKS: must be true or false"):
+        config.check_environment({"GATEWAY_DEMO_TASKS": "please"})
 
 
 # -- demo tasks (GATEWAY_DEMO_TASKS) ------------------------------------------------------
