@@ -156,8 +156,10 @@ class Secrets(Setting):
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = _json_or_text(value)
+        if value in ("", []):
+            return []  # no signing, as when unset
         items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not items:
+        if not isinstance(items, list | tuple):
             raise ValidationError("must be one whsec_ secret or a JSON list of them")
         return [check_secret(item) for item in items]
 
@@ -203,6 +205,8 @@ class Tokens(Setting):
             raise ValidationError("must be a JSON object of token → tenant, or @/path/to/such.json")
         for token, tenant in value.items():
             _tenant(tenant)
+            if not isinstance(token, str):
+                raise ValidationError("must be a JSON object of token → tenant, or @/path/to/such.json")
             if token != token.strip():
                 raise ValidationError(f"has a token with surrounding whitespace (tenant {tenant!r})")
             if len(token) < MIN_TOKEN_LENGTH:
