@@ -81,7 +81,8 @@ class Side:
         stack.callback(self.server.stop)  # registered first, so stopped after the processes
         self.log = folder / "processes.log"
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_REDIS_URL": self.server.url,
-                    "GATEWAY_WEB_WORKERS": "1", "GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS": "true"}  # fmt: skip
+                    "GATEWAY_WEB_WORKERS": "1", "GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS": "true",
+                    "GATEWAY_DEMO_TASKS": "true"}  # fmt: skip
         port = free_port()
         self.base = f"http://127.0.0.1:{port}/v1/tasks"
         self.gateway = self.spawn(stack, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket",

@@ -586,6 +586,7 @@ def main() -> int:
             # gunicorn.conf.py logs every request to stdout by default. An empty value makes
             # gunicorn exit ("'' isn't writable"), so the access log goes to /dev/null.
             "GATEWAY_ACCESS_LOG": "/dev/null",
+            "GATEWAY_DEMO_TASKS": "true",  # the benchmarks run demo.echo
         }
         procs = Processes(Path(tmp), env)
         try:
@@ -616,7 +617,8 @@ def main() -> int:
             url = bench.urls["gateway"] + "/v1/tasks"
             hit_body = json.dumps(HIT_BODY, separators=(",", ":"))
             commands = [
-                f"env GATEWAY_REDIS_URL={redis_server.url} GATEWAY_ACCESS_LOG=/dev/null PYTHONPATH=. (all below)",
+                f"env GATEWAY_REDIS_URL={redis_server.url} GATEWAY_ACCESS_LOG=/dev/null GATEWAY_DEMO_TASKS=true"
+                " PYTHONPATH=. (all below)",
                 shlex.join(load),
                 *procs.commands.values(),
                 shlex.join(wrk_command(args, url, "hit.lua", hit_body, args.duration)),

@@ -228,7 +228,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="gw-runs-") as tmp:
         redis_server = EmbeddedRedis(Path(tmp) / "redis")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ACCESS_LOG": "/dev/null"}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ACCESS_LOG": "/dev/null", "GATEWAY_DEMO_TASKS": "true"}
         procs = Processes(Path(tmp), env)
         try:
             redis_server.start()

@@ -20,7 +20,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.json = jsonio.GatewayJSONProvider(app)
     store.init_app(app)
     queues.init_app(app)
-    tasks.load_modules(app.config["TASK_MODULES"])
+    tasks.load_modules(app.config["TASK_MODULES"], demo_tasks=app.config["DEMO_TASKS"])
     tenancy.init_app(app)
     signing.init_app(app)
     api.init_app(app)

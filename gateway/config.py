@@ -1,78 +1,183 @@
-"""Configuration defaults; every value can be overridden by a ``GATEWAY_*`` variable."""
+"""Configuration: one table of every ``GATEWAY_*`` setting (default and field), checked
+whole before anything starts.
+
+``GATEWAY_TASK_TTL_SECONDS=60`` sets ``TASK_TTL_SECONDS``. An empty value counts as unset.
+``create_app(test_config)`` values go through the same fields. A bad value raises
+``ConfigError`` with one line naming the variable; the entry points print it and exit.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from typing import Any
 
-from gateway import urlpolicy
+from marshmallow import ValidationError
 
-#: Defaults, read before ``from_prefixed_env("GATEWAY")``. ``GATEWAY_TASK_TTL_SECONDS=60``
-#: sets ``TASK_TTL_SECONDS``; values are parsed as JSON where they can be.
-DEFAULTS: dict[str, Any] = {
+from gateway import urlpolicy
+from gateway.config_fields import Boolean, List, Number, Secrets, TenantSecrets, Text, Tokens, modules
+from gateway.exceptions import ConfigError
+
+PREFIX = "GATEWAY_"
+_REDIS_URL = r"^(redis|rediss|unix)://"
+_URL_WHAT = "a redis://, rediss:// or unix:// URL"
+
+
+def _seconds(minimum: float = 0, *, above: bool = False, **kwargs: Any) -> Number:
+    return Number(minimum=minimum, above=above, unit="seconds", **kwargs)
+
+
+def _whole(minimum: int = 1, unit: str = "", **kwargs: Any) -> Number:
+    return Number(minimum=minimum, whole=True, unit=unit, **kwargs)
+
+
+#: name → (default, field). Adding a setting is one line here (and a row in
+#: docs/OPERATIONS.md).
+SETTINGS: dict[str, tuple[Any, Any]] = {
     # The task documents. The quickstart (serve.py) starts an embedded Redis when unset.
-    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "REDIS_URL": ("redis://127.0.0.1:6379/0", Text(pattern=_REDIS_URL, what=_URL_WHAT)),
     # The RQ queues; defaults to REDIS_URL.
-    "QUEUE_REDIS_URL": None,
-    "REDIS_CONNECT_TIMEOUT_SECONDS": 1.0,
-    "REDIS_SOCKET_TIMEOUT_SECONDS": 2.0,
-    "TASK_TTL_SECONDS": 86400,
+    "QUEUE_REDIS_URL": (None, Text(pattern=_REDIS_URL, what=_URL_WHAT, allow_none=True)),
+    "REDIS_CONNECT_TIMEOUT_SECONDS": (1.0, _seconds(above=True)),
+    "REDIS_SOCKET_TIMEOUT_SECONDS": (2.0, _seconds(above=True)),
+    "TASK_TTL_SECONDS": (86400, _whole(1, "seconds")),
     # Request body limit (Flask's MAX_CONTENT_LENGTH is set from it) → 413.
-    "MAX_INPUT_BYTES": 1024 * 1024,
-    "MAX_JSON_DEPTH": 64,
+    "MAX_INPUT_BYTES": (1024 * 1024, _whole(1, "bytes")),
+    "MAX_JSON_DEPTH": (64, _whole(1)),
     # Largest JSON a handler may return; more ends the stage FAILED.
-    "MAX_OUTPUT_BYTES": 1024 * 1024,
-    "MAX_STAGES_PER_TASK": 100,
-    "MAX_CALLBACKS_PER_STAGE": 100,
+    "MAX_OUTPUT_BYTES": (1024 * 1024, _whole(1, "bytes")),
+    "MAX_STAGES_PER_TASK": (100, _whole(1)),
+    # 0 refuses every callback.
+    "MAX_CALLBACKS_PER_STAGE": (100, _whole(0)),
     # Bytes a stage's callback records may take as stored when one is added (finished ones
     # make room, oldest first): each claim reads the stage, so this bounds its Redis time.
-    "MAX_CALLBACK_BYTES_PER_STAGE": 64 * 1024,
-    "TASK_MODULES": "",
+    "MAX_CALLBACK_BYTES_PER_STAGE": (64 * 1024, _whole(4096, "bytes")),
+    # Python modules whose @task handlers are registered (comma-separated or a JSON list).
+    "TASK_MODULES": ([], modules()),
+    # The built-in demo.* tasks: for the quickstart and the tests, never production.
+    "DEMO_TASKS": (False, Boolean()),
     # JSON object token → tenant, or "@/path/to/tokens.json"; unset: open API, one namespace.
-    "API_TOKENS": None,
-    "RUN_LEASE_SECONDS": 60,
+    "API_TOKENS": (None, Tokens(allow_none=True)),
+    "RUN_LEASE_SECONDS": (60, _seconds(above=True)),
     # Runs lost (lease over without an end) before a stage ends FAILED instead of rerunning.
-    "MAX_ATTEMPTS": 3,
+    "MAX_ATTEMPTS": (3, _whole(1)),
     # How often each worker's sweeper looks for lost runs and lost deliveries.
-    "SWEEP_INTERVAL_SECONDS": 2.0,
+    "SWEEP_INTERVAL_SECONDS": (2.0, _seconds(above=True)),
     # A delivery try not recorded this long after its HTTP timeout was lost with its worker.
-    "DELIVERY_GRACE_SECONDS": 30,
-    "QUEUE_LEASE_SECONDS": 3600,
-    # A worker that cannot reach Redis at its start retries (1, 2, 4 … 30 s apart) and
-    # exits with status 1 after this many seconds; unset: it retries forever.
-    "WORKER_START_TIMEOUT_SECONDS": None,
+    "DELIVERY_GRACE_SECONDS": (30, _seconds(0)),
+    "QUEUE_LEASE_SECONDS": (3600, _seconds(above=True)),
     # RQ's hard limit on one handler run.
-    "JOB_TIMEOUT_SECONDS": 3600,
+    "JOB_TIMEOUT_SECONDS": (3600, _whole(1, "seconds")),
+    # A worker that cannot reach Redis at start exits non-zero after this long; unset: never.
+    "WORKER_START_TIMEOUT_SECONDS": (None, _seconds(0, allow_none=True)),
     # One "whsec_..." secret, or a JSON list of them while rotating.
-    "CALLBACK_SIGNING_SECRET": None,
+    "CALLBACK_SIGNING_SECRET": (None, Secrets(allow_none=True)),
     # JSON object tenant → "whsec_..." (or a list while rotating), or "@/path/to/file.json":
     # replaces that tenant's secret derived from CALLBACK_SIGNING_SECRET (gateway.signing).
-    "TENANT_SIGNING_SECRETS": None,
-    "CALLBACK_TIMEOUT_SECONDS": 10.0,
+    "TENANT_SIGNING_SECRETS": ({}, TenantSecrets()),
+    "CALLBACK_TIMEOUT_SECONDS": (10.0, _seconds(above=True)),
     # Delay before each retry; its length is the number of retries.
-    "CALLBACK_RETRY_INTERVALS": [5, 30, 120, 600, 1800],
+    "CALLBACK_RETRY_INTERVALS": (
+        [5, 30, 120, 600, 1800],
+        List(_seconds(0), what="a JSON list or comma-separated numbers of seconds ≥ 0"),
+    ),
     # A Retry-After longer than this is cut to it.
-    "CALLBACK_MAX_RETRY_AFTER_SECONDS": 3600,
-    "CALLBACK_ALLOW_PRIVATE_NETWORKS": False,
+    "CALLBACK_MAX_RETRY_AFTER_SECONDS": (3600, _seconds(0)),
+    "CALLBACK_ALLOW_PRIVATE_NETWORKS": (False, Boolean()),
     # Hosts (exact, or "*.suffix") that may be or resolve to non-public addresses.
-    "CALLBACK_ALLOWED_HOSTS": [],
+    "CALLBACK_ALLOWED_HOSTS": ([], List(Text(), what="host names (or host:port), comma-separated or a JSON list")),
     # Read by the quickstart (serve.py) only, not by the app: its embedded Redis's port
-    # (None: 6390, or a free port when that is busy) and data folder (None: var/redis).
-    "EMBEDDED_REDIS_PORT": None,
-    "EMBEDDED_REDIS_DIR": None,
+    # (unset: 6390, or a free port when that is busy) and data folder (unset: var/redis).
+    "EMBEDDED_REDIS_PORT": (None, _whole(1, allow_none=True)),
+    "EMBEDDED_REDIS_DIR": (None, Text(allow_none=True)),
 }
+
+#: Every setting's default (the settings table without its fields).
+DEFAULTS: dict[str, Any] = {name: default for name, (default, _field) in SETTINGS.items()}
+
+#: Variables read outside this module (gunicorn.conf.py, the quickstart, logging): known
+#: names, so that they draw no "misspelled" warning.
+OTHER_VARIABLES = frozenset(
+    {
+        "GATEWAY_BIND",
+        "GATEWAY_WEB_WORKERS",
+        "GATEWAY_WEB_THREADS",
+        "GATEWAY_ACCESS_LOG",
+        "GATEWAY_CONTROL_SOCKET",
+        "GATEWAY_EMBEDDED_REDIS_PORT",
+        "GATEWAY_LOG_FORMAT",
+    }
+)
+
+
+def known_variables() -> frozenset[str]:
+    return frozenset(PREFIX + name for name in SETTINGS) | OTHER_VARIABLES
+
+
+def _describe(value: Any, field: Any) -> str:
+    # A secret's value stays out of logs, even a wrong one (it may be a real one misplaced).
+    return " (value not shown)" if getattr(field, "secret", False) else f", got {value!r}"
+
+
+def validate(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked value of each setting in ``given`` (others pass through unchanged)."""
+    checked: dict[str, Any] = {}
+    for name, value in given.items():
+        if name not in SETTINGS:
+            checked[name] = value
+            continue
+        field = SETTINGS[name][1]
+        if value is None and field.allow_none:
+            checked[name] = None
+            continue
+        try:
+            checked[name] = field.deserialize(value)
+        except ValidationError as error:
+            message = " ".join(str(m) for m in error.messages) if isinstance(error.messages, list) else error.messages
+            raise ConfigError(f"{PREFIX}{name}: {message}{_describe(value, field)}") from None
+    return checked
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given by ``GATEWAY_*`` variables; an empty one counts as unset."""
+    return {name: environ[PREFIX + name] for name in SETTINGS if environ.get(PREFIX + name, "").strip() != ""}
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Raise ``ConfigError`` for the first bad ``GATEWAY_*`` value in ``environ``: for a
+    launcher (the quickstart) to refuse before it starts any process."""
+    validate(from_environment(environ))
+
+
+def misspelled(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``GATEWAY_*`` variable that is no setting, naming the closest one."""
+    known = known_variables()
+    warnings = []
+    for variable in sorted(environ):
+        if not variable.startswith(PREFIX) or variable in known:
+            continue
+        closest = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {closest[0]}?" if closest else ""
+        warnings.append(f"{variable} is not a setting of the gateway and is ignored{hint}")
+    return warnings
 
 
 def load(app, test_config: dict[str, Any] | None = None) -> None:
-    """Fill ``app.config``: defaults, then the environment, then ``test_config``."""
-    app.config.from_mapping(DEFAULTS)
-    app.config.from_prefixed_env("GATEWAY")
-    if test_config:
-        app.config.from_mapping(test_config)
-    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_INPUT_BYTES"])
+    """Fill ``app.config``: defaults, then the environment, then ``test_config``, all
+    checked; raises ``ConfigError`` naming the first bad variable."""
+    for warning in misspelled(os.environ):
+        app.logger.warning(warning)
+    settings = {
+        **validate(DEFAULTS),
+        **validate(from_environment(os.environ)),
+        **validate(test_config or {}),
+    }
+    app.config.from_mapping(settings)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_INPUT_BYTES"]
     if app.config["QUEUE_REDIS_URL"] is None:
         app.config["QUEUE_REDIS_URL"] = app.config["REDIS_URL"]
-    app.config["TASK_MODULES"] = _split_modules(app.config["TASK_MODULES"])
-    app.config["CALLBACK_SIGNING_SECRETS"] = _secrets(app.config["CALLBACK_SIGNING_SECRET"])
+    app.config["CALLBACK_SIGNING_SECRETS"] = list(app.config["CALLBACK_SIGNING_SECRET"] or [])
     app.config["CALLBACK_POLICY"] = urlpolicy.Policy.from_config(app.config)
     if app.config["TASK_TTL_SECONDS"] < app.config["QUEUE_LEASE_SECONDS"]:
         app.logger.warning(
@@ -81,15 +186,3 @@ def load(app, test_config: dict[str, Any] | None = None) -> None:
             app.config["TASK_TTL_SECONDS"],
             app.config["QUEUE_LEASE_SECONDS"],
         )
-
-
-def _split_modules(value: str | list[str]) -> list[str]:
-    if isinstance(value, list):
-        return value
-    return [name.strip() for name in value.split(",") if name.strip()]
-
-
-def _secrets(value: str | list[str] | None) -> list[str]:
-    if not value:
-        return []
-    return [value] if isinstance(value, str) else list(value)

@@ -67,3 +67,7 @@ class ClaimLost(Exception):
 
 class DocumentGone(Exception):
     """The task document expired or was deleted; late writes must not recreate it."""
+
+
+class ConfigError(ValueError):
+    """A ``GATEWAY_*`` setting is invalid; the message is one line naming the variable."""

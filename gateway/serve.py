@@ -20,7 +20,9 @@ from pathlib import Path
 
 from gunicorn.util import parse_address
 
+from gateway import config
 from gateway.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError, free_port, port_is_free
+from gateway.exceptions import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Preferred; another free port is taken when it is busy, unless GATEWAY_EMBEDDED_REDIS_PORT forces one.
@@ -325,6 +327,12 @@ class Quickstart:
 
 
 def main() -> int:
+    try:
+        # One line for a bad variable, before any process starts (each would print it).
+        config.check_environment(os.environ)
+    except ConfigError as error:
+        print(f"gateway: configuration error: {error}", file=sys.stderr, flush=True)
+        return 2
     quickstart = Quickstart()
     # SIGHUP too: a closed terminal must not leave the children (in sessions of their own) running.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

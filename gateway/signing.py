@@ -31,6 +31,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from gateway.exceptions import ConfigError
 from gateway.tenancy import TENANT_NAME, tenant_of
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def load_overrides(value: object, tenants: set[str]) -> dict[str, list[str]]:
     if isinstance(value, str):
         value = json.loads(value)
     if not isinstance(value, dict):
-        raise ValueError(
+        raise ConfigError(
             "GATEWAY_TENANT_SIGNING_SECRETS must be a JSON object of tenant → whsec_ secret "
             "(or a list of them), or @/path/to/such.json"
         )
@@ -102,17 +103,17 @@ def load_overrides(value: object, tenants: set[str]) -> dict[str, list[str]]:
     for tenant, secrets in value.items():
         if not TENANT_NAME.match(tenant) or tenant not in tenants:
             # A typo would silently leave the tenant on its derived secret.
-            raise ValueError(f"GATEWAY_TENANT_SIGNING_SECRETS names {tenant!r}, which no GATEWAY_API_TOKENS token has")
+            raise ConfigError(f"GATEWAY_TENANT_SIGNING_SECRETS names {tenant!r}, which no GATEWAY_API_TOKENS token has")
         listed = [secrets] if isinstance(secrets, str) else secrets
         if not isinstance(listed, list) or not listed or not all(isinstance(s, str) for s in listed):
-            raise ValueError(f"GATEWAY_TENANT_SIGNING_SECRETS[{tenant!r}] must be a whsec_ secret or a list of them")
+            raise ConfigError(f"GATEWAY_TENANT_SIGNING_SECRETS[{tenant!r}] must be a whsec_ secret or a list of them")
         for secret in listed:
             try:
                 short = len(key_bytes(secret, strict=True)) < MIN_OVERRIDE_KEY_BYTES
             except ValueError as error:
-                raise ValueError(f"GATEWAY_TENANT_SIGNING_SECRETS[{tenant!r}]: {error}") from None
+                raise ConfigError(f"GATEWAY_TENANT_SIGNING_SECRETS[{tenant!r}]: {error}") from None
             if short:
-                raise ValueError(
+                raise ConfigError(
                     f"GATEWAY_TENANT_SIGNING_SECRETS[{tenant!r}]: a secret must hold at least "
                     f"{MIN_OVERRIDE_KEY_BYTES} bytes (base64 of random bytes after whsec_)"
                 )

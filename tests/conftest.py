@@ -62,6 +62,7 @@ def base_config(redis_server, db: int) -> dict:
         "CALLBACK_RETRY_INTERVALS": [0, 0, 0],
         "CALLBACK_TIMEOUT_SECONDS": 2,
         "TASK_MODULES": "tests.plugin_tasks",
+        "DEMO_TASKS": True,
     }
 
 
@@ -205,6 +206,7 @@ class Stack:
             "GATEWAY_CALLBACK_SIGNING_SECRET": SECRET,
             "GATEWAY_CALLBACK_RETRY_INTERVALS": "[1, 1, 1]",
             "GATEWAY_TASK_MODULES": "tests.plugin_tasks",
+            "GATEWAY_DEMO_TASKS": "true",
             **(env or {}),
         }
         self.logs = tmp_path

@@ -356,7 +356,7 @@ def test_wrong_method_is_405_with_allow(client, docs):
 
 @shows("create-request-minimal", "error-store-unavailable")
 def test_unreachable_redis_is_503(redis_server, docs):
-    client = create_app({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}).test_client()
+    client = create_app({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "DEMO_TASKS": True}).test_client()
     response = client.post("/v1/tasks", json=docs.request("create-request-minimal"))
     assert response.status_code == 503
     docs.check("error-store-unavailable", response.json)

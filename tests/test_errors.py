@@ -186,7 +186,7 @@ def test_no_route_ends_in_a_slash(app):
 def test_redis_unreachable_is_a_fast_503(redis_server):
     from gateway import create_app
 
-    app = create_app({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    app = create_app({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "DEMO_TASKS": True})
     client = app.test_client()
     started = time.monotonic()
     assert_error(client.post("/v1/tasks", json=VALID), 503, "store_unavailable")

@@ -71,8 +71,17 @@ def by_node() -> dict[str, list[str]]:
     return grouped
 
 
-def load_modules(module_names: list[str]) -> None:
-    """Import the built-ins and every module named in ``GATEWAY_TASK_MODULES``."""
-    importlib.import_module("gateway.tasks.builtin")
+def load_modules(module_names: list[str], *, demo_tasks: bool = False) -> None:
+    """Register the ``demo.*`` tasks if ``demo_tasks`` (``GATEWAY_DEMO_TASKS``), else make
+    sure they are absent, and import every module named in ``GATEWAY_TASK_MODULES``."""
+    from gateway.tasks.builtin import DEMO_TASKS
+
+    for name, handler in DEMO_TASKS.items():
+        if demo_tasks:
+            task(name)(handler)
+        elif _registry.get(name) is handler:
+            # The registry is per process: an app built before in this process (tests) may
+            # have registered them.
+            del _registry[name]
     for module_name in module_names:
         importlib.import_module(module_name)

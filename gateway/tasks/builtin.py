@@ -1,31 +1,44 @@
-"""The built-in ``demo.*`` tasks: for trying the gateway and for its tests."""
+"""The built-in ``demo.*`` tasks: for trying the gateway and for its tests.
+
+Registered only with ``GATEWAY_DEMO_TASKS=true`` (the quickstart and the tests set it):
+in production they would let any caller hold a worker or fill a queue for nothing.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
-from gateway.tasks import task
-
 if TYPE_CHECKING:
-    from gateway.tasks import TaskContext
+    from gateway.tasks import Handler, TaskContext
+
+#: The longest ``demo.sleep`` (seconds); more, or a non-finite number, fails the stage.
+MAX_SLEEP_SECONDS = 60
 
 
-@task("demo.echo")
 def echo(input_data: dict, ctx: TaskContext) -> dict:
     """Output = input."""
     return input_data
 
 
-@task("demo.sleep")
 def sleep(input_data: dict, ctx: TaskContext) -> dict:
-    """Sleep ``input_data.seconds`` (default 1), then report how long."""
-    seconds = float(input_data.get("seconds", 1))
+    """Sleep ``input_data.seconds`` (default 1, 0 to 60), then report how long."""
+    given = input_data.get("seconds", 1)
+    try:
+        seconds = float(given)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(given, bool) or not 0 <= seconds <= MAX_SLEEP_SECONDS:
+        raise ValueError(f"demo.sleep: seconds must be a number from 0 to {MAX_SLEEP_SECONDS}, got {given!r}")
     time.sleep(seconds)
     return {"slept": seconds}
 
 
-@task("demo.fail")
 def fail(input_data: dict, ctx: TaskContext) -> dict:
     """Always raise, with ``input_data.message``."""
     raise RuntimeError(input_data.get("message", "demo.fail was asked to fail"))
+
+
+#: task name → handler, registered by ``gateway.tasks.load_modules`` when enabled.
+DEMO_TASKS: dict[str, Handler] = {"demo.echo": echo, "demo.sleep": sleep, "demo.fail": fail}

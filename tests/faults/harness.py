@@ -119,6 +119,7 @@ class FaultStack:
             "PYTHONPATH": str(ROOT),
             "GATEWAY_REDIS_URL": self.redis_server.url,
             "GATEWAY_TASK_MODULES": "tests.plugin_tasks",
+            "GATEWAY_DEMO_TASKS": "true",
             "GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS": "true",
             "GATEWAY_WEB_WORKERS": "2",
             "FAULTS_FAILPOINT_DIR": str(self.workdir),  # tests/faults/failpoints.py
