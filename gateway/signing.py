@@ -22,9 +22,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -32,7 +30,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from gateway.exceptions import ConfigError
-from gateway.tenancy import TENANT_NAME, tenant_of
+from gateway.tenancy import tenant_of
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -40,21 +38,16 @@ if TYPE_CHECKING:
 PREFIX = "whsec_"
 #: Domain separation: a derived secret is good for nothing but this gateway's callbacks.
 LABEL = b"single-task-gateway/callback-signing/v1:"
-#: Bytes of key material an explicit override must carry (Standard Webhooks: 24 to 64).
-MIN_OVERRIDE_KEY_BYTES = 24
 
 
-def key_bytes(secret: str, *, strict: bool = False) -> bytes:
+def key_bytes(secret: str) -> bytes:
     """The HMAC key of a ``whsec_`` secret, decoded as Standard Webhooks decodes it (so a
-    derived secret depends on exactly the key the configured one signs with); ``strict``
-    also refuses characters outside base64."""
+    derived secret depends on exactly the key the configured one signs with). The form of
+    every configured secret is checked at start (``config_fields.check_secret``)."""
     encoded = secret[len(PREFIX) :] if secret.startswith(PREFIX) else secret
-    if strict:  # unpadded base64 is accepted, as Standard Webhooks accepts it
-        encoded = encoded.rstrip("=") + "=" * (-len(encoded.rstrip("=")) % 4)
-    else:
-        encoded += "=="  # b64decode ignores surplus padding unless it validates
+    encoded += "=="  # b64decode ignores surplus padding unless it validates
     try:
-        key = base64.b64decode(encoded, validate=strict)
+        key = base64.b64decode(encoded)
     except (binascii.Error, ValueError):
         raise ValueError("a signing secret must be whsec_ followed by base64") from None
     if not key:
@@ -85,39 +78,17 @@ class SigningSecrets:
         return [derive(secret, tenant) for secret in self.configured]
 
 
-def load_overrides(value: object, tenants: set[str]) -> dict[str, list[str]]:
-    """Tenant → its secrets, from a JSON object (or ``@/path`` to one) of tenant → a
-    ``whsec_`` secret or a list of them."""
-    if value is None or value == "" or value == {}:
-        return {}
-    if isinstance(value, str) and value.startswith("@"):
-        value = json.loads(Path(value[1:]).read_text())
-    if isinstance(value, str):
-        value = json.loads(value)
-    if not isinstance(value, dict):
-        raise ConfigError(
-            "GATEWAY_TENANT_SIGNING_SECRETS must be a JSON object of tenant → whsec_ secret "
-            "(or a list of them), or @/path/to/such.json"
-        )
+def load_overrides(value: dict[str, list[str]] | None, tenants: set[str]) -> dict[str, list[str]]:
+    """Tenant → its secrets. ``config`` already read the JSON (or ``@/path``) and checked
+    each secret (``config_fields.TenantSecrets``); what is left needs the tokens too."""
     overrides = {}
-    for tenant, secrets in value.items():
-        if not TENANT_NAME.match(tenant) or tenant not in tenants:
+    for tenant, secrets in (value or {}).items():
+        if tenant not in tenants:
             # A typo would silently leave the tenant on its derived secret.
             raise ConfigError(f"GATEWAY_TENANT_SIGNING_SECRETS names {tenant!r}, which no GATEWAY_API_TOKENS token has")
-        listed = [secrets] if isinstance(secrets, str) else secrets
-        if not isinstance(listed, list) or not listed or not all(isinstance(s, str) for s in listed):
+        if not secrets:
             raise ConfigError(f"GATEWAY_TENANT_SIGNING_SECRETS[{tenant!r}] must be a whsec_ secret or a list of them")
-        for secret in listed:
-            try:
-                short = len(key_bytes(secret, strict=True)) < MIN_OVERRIDE_KEY_BYTES
-            except ValueError as error:
-                raise ConfigError(f"GATEWAY_TENANT_SIGNING_SECRETS[{tenant!r}]: {error}") from None
-            if short:
-                raise ConfigError(
-                    f"GATEWAY_TENANT_SIGNING_SECRETS[{tenant!r}]: a secret must hold at least "
-                    f"{MIN_OVERRIDE_KEY_BYTES} bytes (base64 of random bytes after whsec_)"
-                )
-        overrides[tenant] = list(listed)
+        overrides[tenant] = list(secrets)
     return overrides
 
 
