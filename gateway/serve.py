@@ -21,6 +21,7 @@ from pathlib import Path
 from gunicorn.util import parse_address
 
 from gateway import config
+from gateway.backoff import Backoff
 from gateway.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError, free_port, port_is_free
 from gateway.exceptions import ConfigError
 
@@ -33,9 +34,9 @@ HEALTH_PATH = "/v1/tasks/health"
 STOP_GRACE_SECONDS = 35.0
 #: How long what a child forked may outlive it after SIGTERM before SIGKILL.
 LEFTOVER_GRACE_SECONDS = 2.0
-#: A worker that dies is started again after this, doubled per quick death up to the cap.
-WORKER_RESTART_DELAYS = (1.0, 30.0)
-#: A worker that ran this long had not been crashing: its next restart waits the minimum.
+#: A worker that dies is started again after 1 s, doubled per quick death up to 30 s
+#: (``gateway.backoff``); one that ran this long had not been crashing: its next restart
+#: waits the minimum again.
 WORKER_STABLE_SECONDS = 60.0
 POLL_SECONDS = 0.2
 
@@ -244,7 +245,7 @@ class Quickstart:
         self.redis_server: EmbeddedRedis | None = None
         self.children: list[Child] = []
         self.stopping = False
-        self.worker_delay = WORKER_RESTART_DELAYS[0]
+        self.worker_backoff = Backoff()
 
     def stop(self, *_: object) -> None:
         self.stopping = True
@@ -314,9 +315,8 @@ class Quickstart:
         code, ran = worker.exit_code(), time.monotonic() - worker.started_at
         worker.end(grace=LEFTOVER_GRACE_SECONDS)
         if ran >= WORKER_STABLE_SECONDS:
-            self.worker_delay = WORKER_RESTART_DELAYS[0]
-        delay = self.worker_delay
-        self.worker_delay = min(delay * 2, WORKER_RESTART_DELAYS[1])
+            self.worker_backoff.reset()
+        delay = self.worker_backoff.next()
         say(f"worker (pid {worker.pid}) exited with code {code} after {ran:.0f} s; starting a new one in {delay:g} s")
         return delay
 
