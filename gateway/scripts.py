@@ -22,8 +22,11 @@ LOAD_COMMAND = "flask --app wsgi scripts load"
 
 @functools.cache
 def read_sources() -> dict[str, str]:
-    """Script name (file stem) → Lua source, for every file in ``lua/`` (read once)."""
-    return {path.stem: path.read_text() for path in sorted(LUA_DIR.glob("*.lua"))}
+    """Script name (file stem) → Lua source as Redis runs it (includes expanded), for
+    every script in ``lua/`` (read once; see ``gateway.luasource``)."""
+    from gateway.luasource import flattened_sources  # kept in this body: scripts.py is being reshaped
+
+    return flattened_sources(LUA_DIR)
 
 
 class Scripts:

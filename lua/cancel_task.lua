@@ -12,6 +12,11 @@
     [2..] triples: ("stage", task_name, stored input JSON) for each cancelled stage and
           ("delivery", task_name, delivery id) for each subscriber now due
 ]]
+--- @include "time"
+--- @include "stage"
+--- @include "document"
+--- @include "end_stage"
+
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end
 
@@ -21,40 +26,26 @@ local ttl_seconds = tonumber(ARGV[1])
 local fields = rcall('HGETALL', doc_key)
 if #fields == 0 then return {'missing'} end
 
-local t = rcall('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = time_ms()
 local result = {'ok'}
 for i = 1, #fields, 2 do
   local field = fields[i]
   if string.sub(field, 1, 2) == 's:' then
     local stage = cjson.decode(fields[i + 1])
-    if stage.status == 'PENDING' or stage.status == 'RUNNING' then
+    if is_live(stage) then
       local task_name = string.sub(field, 3)
-      stage.status = 'FAILED'
-      stage.error = 'cancelled'
-      stage.token = nil
-      stage.lease_ms = nil
-      stage.finished_ms = now_ms
-      for _, entry in ipairs(stage.callbacks or {}) do
-        if entry.waiting then
-          entry.waiting = false
-          entry.updated_ms = now_ms
-          result[#result + 1] = 'delivery'
-          result[#result + 1] = task_name
-          result[#result + 1] = entry.delivery_id
-        end
+      for _, delivery_id in ipairs(end_stage(stage, 'FAILED', 'cancelled', now_ms)) do
+        result[#result + 1] = 'delivery'
+        result[#result + 1] = task_name
+        result[#result + 1] = delivery_id
       end
       result[#result + 1] = 'stage'
       result[#result + 1] = task_name
-      result[#result + 1] = rcall('HGET', doc_key, 'i:' .. task_name) or '{}'
-      rcall('HSET', doc_key, field, cjson.encode(stage))
+      result[#result + 1] = stored_input(doc_key, task_name)
+      save_stage(doc_key, task_name, stage)
     end
   end
 end
-if #result > 1 then
-  local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
-  meta.updated_ms = now_ms
-  rcall('HSET', doc_key, 'meta', cjson.encode(meta))
-end
-rcall('EXPIRE', doc_key, ttl_seconds)
+if #result > 1 then touch_meta(doc_key, now_ms) end
+keep_document(doc_key, ttl_seconds)
 return result

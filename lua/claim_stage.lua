@@ -42,6 +42,11 @@
     [6] delivery id of this request's callback, "" when none
     [7] "1" when that delivery is due now (completed hit), else "0"
 ]]
+--- @include "time"
+--- @include "stage"
+--- @include "document"
+--- @include "new_attempt"
+
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end
 
@@ -62,8 +67,7 @@ local stage_field = 's:' .. task_name
 local input_field = 'i:' .. task_name
 local output_field = 'o:' .. task_name
 
-local t = rcall('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = time_ms()
 
 local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field, 'request_input')
 local meta = fetched[1] and cjson.decode(fetched[1]) or nil
@@ -84,7 +88,7 @@ if not stage then
   state = 'miss'
 elseif stage.status == 'SUCCESS' then
   state = (stored_output == '{}') and 'empty_output' or 'completed'
-elseif stage.status == 'PENDING' or stage.status == 'RUNNING' then
+elseif is_live(stage) then
   if stage.lease_ms > now_ms then
     state = string.lower(stage.status)
   else
@@ -183,13 +187,8 @@ if #callbacks == 0 then callbacks = nil end
 if not is_hit then
   -- A new attempt. Subscribers of a dead run (stale) stay subscribed to the new one;
   -- after SUCCESS or FAILED nobody waits any more.
-  local attempt = stage and (stage.attempt + 1) or 1
-  stage = {
-    status = 'PENDING', attempt = attempt, token = token,
-    lease_ms = now_ms + queue_lease_ms,
-    created_ms = (stage and stage.created_ms) or now_ms,
-    callbacks = callbacks,
-  }
+  -- A stale run counts as lost, as when the sweeper replaces it (see new_attempt).
+  stage = new_attempt(stage, token, queue_lease_ms, now_ms, callbacks)
   rcall('HSET', doc_key, input_field, input_json)
   rcall('HDEL', doc_key, output_field)
   if KEYS[2] then
@@ -230,6 +229,6 @@ if not is_hit or input_matches == '1' then
 else
   rcall('HSET', doc_key, 'request_input', input_json)
 end
-rcall('EXPIRE', doc_key, ttl_seconds)
+keep_document(doc_key, ttl_seconds)
 
 return {state, input_matches, stage_json, stored_input, stored_output, my_delivery, due_now}

@@ -9,6 +9,8 @@
     [1] "deleted" | "missing" | "busy"
     [2..] with "busy": the task names of the live stages
 ]]
+--- @include "stage"
+
 local rcall = redis.call
 
 local doc_key = KEYS[1]
@@ -23,7 +25,7 @@ if not force then
     local field = fields[i]
     if string.sub(field, 1, 2) == 's:' then
       local stage = cjson.decode(fields[i + 1])
-      if stage.status == 'PENDING' or stage.status == 'RUNNING' then
+      if is_live(stage) then
         busy[#busy + 1] = string.sub(field, 3)
       end
     end

@@ -21,6 +21,11 @@
     [1] "ok" | "gone" | "superseded"
     [2..] delivery ids that are now due (on "ok")
 ]]
+--- @include "time"
+--- @include "stage"
+--- @include "document"
+--- @include "end_stage"
+
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end
 
@@ -34,50 +39,34 @@ local duration = tonumber(ARGV[6])
 local ttl_seconds = tonumber(ARGV[7])
 local watch_key = KEYS[2]
 local watch_member = ARGV[8]
-local stage_field = 's:' .. task_name
 
-local raw = rcall('HGET', doc_key, stage_field)
-if not raw then
+local stage = load_stage(doc_key, task_name)
+if not stage then
   if rcall('EXISTS', doc_key) == 0 then return {'gone'} end
   return {'superseded'}
 end
-local stage = cjson.decode(raw)
-if stage.token ~= token or (stage.status ~= 'PENDING' and stage.status ~= 'RUNNING') then
+if stage.token ~= token or not is_live(stage) then
   return {'superseded'}
 end
 
-local t = rcall('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-stage.status = final_status
-stage.finished_ms = now_ms
+local now_ms = time_ms()
 stage.started_ms = stage.started_ms or now_ms
 stage.duration = duration
--- The run is over: no job may act on the stage with its token any more, and neither the
--- token nor the lease need be stored (every finished stage would carry ~60 bytes more).
-stage.token = nil
-stage.lease_ms = nil
 if final_status == 'SUCCESS' then
-  stage.error = nil
+  error_message = nil
   rcall('HSET', doc_key, 'o:' .. task_name, output_json)
 else
-  stage.error = error_message
   rcall('HDEL', doc_key, 'o:' .. task_name)
 end
 
 local result = {'ok'}
-for _, entry in ipairs(stage.callbacks or {}) do
-  if entry.waiting then
-    entry.waiting = false
-    entry.updated_ms = now_ms
-    result[#result + 1] = entry.delivery_id
-  end
+for _, delivery_id in ipairs(end_stage(stage, final_status, error_message, now_ms)) do
+  result[#result + 1] = delivery_id
 end
 
-rcall('HSET', doc_key, stage_field, cjson.encode(stage))
-local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
-meta.updated_ms = now_ms
-rcall('HSET', doc_key, 'meta', cjson.encode(meta))
-rcall('EXPIRE', doc_key, ttl_seconds)
+save_stage(doc_key, task_name, stage)
+touch_meta(doc_key, now_ms)
+keep_document(doc_key, ttl_seconds)
 if watch_key and #result == 1 then
   rcall('ZREM', watch_key, watch_member)
 end

@@ -18,6 +18,12 @@
     {"rerun", attempt, token}                 claimed again; the caller enqueues the run
     {"failed", input JSON, error, delivery ids...}   ended FAILED; deliveries now due
 ]]
+--- @include "time"
+--- @include "stage"
+--- @include "document"
+--- @include "end_stage"
+--- @include "new_attempt"
+
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end
 
@@ -27,49 +33,31 @@ local token = ARGV[2]
 local max_lost = tonumber(ARGV[3])
 local queue_lease_ms = tonumber(ARGV[4])
 local ttl_seconds = tonumber(ARGV[5])
-local stage_field = 's:' .. task_name
 
-local raw = rcall('HGET', doc_key, stage_field)
-if not raw then return {'gone'} end
-local stage = cjson.decode(raw)
-if stage.status ~= 'PENDING' and stage.status ~= 'RUNNING' then return {'ended'} end
+local stage = load_stage(doc_key, task_name)
+if not stage then return {'gone'} end
+if not is_live(stage) then return {'ended'} end
 
-local t = rcall('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = time_ms()
 if stage.lease_ms > now_ms then
   return {'alive', stage.status, stage.token, tostring(stage.lease_ms)}
 end
 
-local lost = (stage.lost or 0) + 1
+local lost = lost_runs(stage)
 local result
 if lost < max_lost then
-  stage = {
-    status = 'PENDING', attempt = stage.attempt + 1, token = token,
-    lease_ms = now_ms + queue_lease_ms, created_ms = stage.created_ms,
-    callbacks = stage.callbacks, lost = lost,
-  }
+  stage = new_attempt(stage, token, queue_lease_ms, now_ms, stage.callbacks)
   result = {'rerun', tostring(stage.attempt), token}
 else
   local error_message = 'run lost: its worker stopped renewing the lease (' .. lost .. ' lost runs)'
-  stage.status = 'FAILED'
-  stage.error = error_message
-  stage.token = nil
-  stage.lease_ms = nil
-  stage.finished_ms = now_ms
-  stage.lost = lost
-  result = {'failed', rcall('HGET', doc_key, 'i:' .. task_name) or '{}', error_message}
-  for _, entry in ipairs(stage.callbacks or {}) do
-    if entry.waiting then
-      entry.waiting = false
-      entry.updated_ms = now_ms
-      result[#result + 1] = entry.delivery_id
-    end
+  result = {'failed', stored_input(doc_key, task_name), error_message}
+  for _, delivery_id in ipairs(end_stage(stage, 'FAILED', error_message, now_ms)) do
+    result[#result + 1] = delivery_id
   end
+  stage.lost = lost
 end
 
-rcall('HSET', doc_key, stage_field, cjson.encode(stage))
-local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
-meta.updated_ms = now_ms
-rcall('HSET', doc_key, 'meta', cjson.encode(meta))
-rcall('EXPIRE', doc_key, ttl_seconds)
+save_stage(doc_key, task_name, stage)
+touch_meta(doc_key, now_ms)
+keep_document(doc_key, ttl_seconds)
 return result

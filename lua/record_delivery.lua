@@ -16,20 +16,22 @@
 
   Output: 1 when recorded, 0 when the document, stage or record is gone
 ]]
+--- @include "time"
+--- @include "stage"
+--- @include "document"
+
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end
 
 local doc_key = KEYS[1]
-local stage_field = 's:' .. ARGV[1]
+local task_name = ARGV[1]
 local delivery_id = ARGV[2]
 local ttl_seconds = tonumber(ARGV[7])
 
-local raw = rcall('HGET', doc_key, stage_field)
-if not raw then return 0 end
-local stage = cjson.decode(raw)
+local stage = load_stage(doc_key, task_name)
+if not stage then return 0 end
 
-local t = rcall('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = time_ms()
 for _, entry in ipairs(stage.callbacks or {}) do
   if entry.delivery_id == delivery_id then
     entry.status = ARGV[3]
@@ -41,8 +43,8 @@ for _, entry in ipairs(stage.callbacks or {}) do
     tries[#tries + 1] = {at_ms = now_ms, status_code = entry.last_status_code, error = entry.last_error}
     while #tries > tonumber(ARGV[8]) do table.remove(tries, 1) end
     entry.tries = tries
-    rcall('HSET', doc_key, stage_field, cjson.encode(stage))
-    rcall('EXPIRE', doc_key, ttl_seconds)
+    save_stage(doc_key, task_name, stage)
+    keep_document(doc_key, ttl_seconds)
     return 1
   end
 end

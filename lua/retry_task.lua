@@ -16,6 +16,11 @@
     [1] "ok" | "missing"
     [2..] task names that were claimed again
 ]]
+--- @include "time"
+--- @include "stage"
+--- @include "document"
+--- @include "new_attempt"
+
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end
 
@@ -27,31 +32,22 @@ local ttl_seconds = tonumber(ARGV[3])
 local fields = rcall('HGETALL', doc_key)
 if #fields == 0 then return {'missing'} end
 
-local t = rcall('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = time_ms()
 local result = {'ok'}
 for i = 1, #fields, 2 do
   local field = fields[i]
   if string.sub(field, 1, 2) == 's:' then
     local stage = cjson.decode(fields[i + 1])
     if stage.status == 'FAILED' then
-      local retried = {
-        status = 'PENDING', attempt = stage.attempt + 1, token = token,
-        lease_ms = now_ms + queue_lease_ms, created_ms = stage.created_ms,
-        callbacks = stage.callbacks,
-      }
-      rcall('HSET', doc_key, field, cjson.encode(retried))
-      result[#result + 1] = string.sub(field, 3)
+      local task_name = string.sub(field, 3)
+      save_stage(doc_key, task_name, new_attempt(stage, token, queue_lease_ms, now_ms, stage.callbacks))
+      result[#result + 1] = task_name
       if KEYS[2] then
-        rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[5]), ARGV[4] .. '\t' .. string.sub(field, 3))
+        rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[5]), ARGV[4] .. '\t' .. task_name)
       end
     end
   end
 end
-if #result > 1 then
-  local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
-  meta.updated_ms = now_ms
-  rcall('HSET', doc_key, 'meta', cjson.encode(meta))
-end
-rcall('EXPIRE', doc_key, ttl_seconds)
+if #result > 1 then touch_meta(doc_key, now_ms) end
+keep_document(doc_key, ttl_seconds)
 return result

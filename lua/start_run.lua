@@ -18,6 +18,10 @@
     [2] attempt number (on "ok")
     [3] stored input JSON of the stage (on "ok")
 ]]
+--- @include "time"
+--- @include "stage"
+--- @include "document"
+
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end
 
@@ -35,21 +39,18 @@ if not fetched[1] then
   return {'superseded'}
 end
 local stage = cjson.decode(fetched[1])
-local t = rcall('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = time_ms()
 if stage.token ~= token then return {'superseded'} end
 -- RUNNING with the same token is taken back only once its lease is over (its worker
 -- died and the job came round again); while alive, a second copy must not run.
 if stage.status == 'RUNNING' and stage.lease_ms > now_ms then return {'running'} end
-if stage.status ~= 'PENDING' and stage.status ~= 'RUNNING' then return {'superseded'} end
+if not is_live(stage) then return {'superseded'} end
 stage.status = 'RUNNING'
 stage.started_ms = now_ms
 stage.lease_ms = now_ms + run_lease_ms
-rcall('HSET', doc_key, 's:' .. task_name, cjson.encode(stage))
-local meta = cjson.decode(rcall('HGET', doc_key, 'meta'))
-meta.updated_ms = now_ms
-rcall('HSET', doc_key, 'meta', cjson.encode(meta))
-rcall('EXPIRE', doc_key, ttl_seconds)
+save_stage(doc_key, task_name, stage)
+touch_meta(doc_key, now_ms)
+keep_document(doc_key, ttl_seconds)
 if watch_key then
   rcall('ZADD', watch_key, stage.lease_ms, watch_member)
 end

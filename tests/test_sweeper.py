@@ -61,6 +61,30 @@ def test_run_lost_too_often_ends_failed_and_tells_subscribers(make_app, work, ta
     assert run_log.lines() == []
 
 
+def test_a_run_replaced_by_a_stale_request_counts_as_lost(make_app, work, task_id, receiver, run_log):
+    """Whoever replaces a lost run, the sweeper or a request, the run counts: a task whose
+    worker keeps dying ends FAILED even while requests keep arriving (lua/include/new_attempt.lua)."""
+    app = make_app(**{**LOST_FAST, "MAX_ATTEMPTS": 2})
+    client = app.test_client()
+    create(client, task_id, "testing.count", {"log": run_log.path}, callback=receiver.url())
+    start_and_die(app, task_id, "testing.count")
+    time.sleep(0.3)
+    stale = create(client, task_id, "testing.count", {"log": run_log.path})
+    assert stale.json["reuse_info"]["state"] == "stale"  # the request replaced the lost run
+    start_and_die(app, task_id, "testing.count")
+    time.sleep(0.3)
+    with app.app_context():
+        report = sweep_once()
+    assert (report.runs_rerun, report.runs_failed) == (0, 1)
+    failed = stage(client, task_id, "testing.count")
+    assert failed["status"] == "FAILED"
+    assert failed["error"] == "run lost: its worker stopped renewing the lease (2 lost runs)"
+    work(app)
+    [delivered] = receiver.wait_for(1)  # the first request's subscriber hears of the end
+    assert delivered["json"]["status"] == "failed"
+    assert run_log.lines() == []
+
+
 def test_claim_whose_job_never_reached_rq_is_requeued(make_app, work, task_id, run_log):
     app = make_app()
     client = app.test_client()
