@@ -13,8 +13,10 @@
           ("delivery", task_name, delivery id) for each subscriber now due
 ]]
 --- @include "time"
+--- @include "live"
 --- @include "stage"
---- @include "document"
+--- @include "meta"
+--- @include "ttl"
 --- @include "end_stage"
 
 local rcall = redis.call

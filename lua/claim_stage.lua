@@ -43,8 +43,8 @@
     [7] "1" when that delivery is due now (completed hit), else "0"
 ]]
 --- @include "time"
---- @include "stage"
---- @include "document"
+--- @include "live"
+--- @include "ttl"
 --- @include "new_attempt"
 
 local rcall = redis.call
@@ -211,7 +211,10 @@ meta.last_delivery_id = (my_delivery ~= '') and my_delivery or nil
 meta.last_callback_url = (callback_url ~= '') and callback_url or nil
 
 rcall('HSET', doc_key, 'meta', cjson.encode(meta))
--- Versions before meta.last_callback_url kept the latest request in a field of its own.
+-- Versions before meta.last_callback_url (commit 26263ce, 2026-11-28) kept the latest
+-- request in a field of its own. Kept: GATEWAY_TASK_TTL_SECONDS has no maximum and every
+-- other script's write renews the TTL without removing the field, so such a document may
+-- still be stored; gateway/documents.py reads the field until this deletes it.
 rcall('HDEL', doc_key, 'request')
 if stage_changed then
   if callbacks_json then

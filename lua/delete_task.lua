@@ -9,7 +9,7 @@
     [1] "deleted" | "missing" | "busy"
     [2..] with "busy": the task names of the live stages
 ]]
---- @include "stage"
+--- @include "live"
 
 local rcall = redis.call
 

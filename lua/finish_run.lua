@@ -22,8 +22,10 @@
     [2..] delivery ids that are now due (on "ok")
 ]]
 --- @include "time"
+--- @include "live"
 --- @include "stage"
---- @include "document"
+--- @include "meta"
+--- @include "ttl"
 --- @include "end_stage"
 
 local rcall = redis.call

@@ -19,8 +19,10 @@
     {"failed", input JSON, error, delivery ids...}   ended FAILED; deliveries now due
 ]]
 --- @include "time"
+--- @include "live"
 --- @include "stage"
---- @include "document"
+--- @include "meta"
+--- @include "ttl"
 --- @include "end_stage"
 --- @include "new_attempt"
 

@@ -12,7 +12,7 @@
 ]]
 --- @include "time"
 --- @include "stage"
---- @include "document"
+--- @include "ttl"
 
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end

@@ -18,7 +18,8 @@
 ]]
 --- @include "time"
 --- @include "stage"
---- @include "document"
+--- @include "meta"
+--- @include "ttl"
 --- @include "new_attempt"
 
 local rcall = redis.call

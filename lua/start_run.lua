@@ -19,8 +19,10 @@
     [3] stored input JSON of the stage (on "ok")
 ]]
 --- @include "time"
+--- @include "live"
 --- @include "stage"
---- @include "document"
+--- @include "meta"
+--- @include "ttl"
 
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end

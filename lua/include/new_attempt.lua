@@ -14,7 +14,7 @@
   new_attempt(stage, token, queue_lease_ms, now_ms, callbacks): the new attempt of `stage`
   (nil for the first), keeping its creation time; `callbacks` are its records.
 ]]
---- @include "stage"
+--- @include "live"
 
 local function lost_runs(stage)
   if stage and is_live(stage) then return (stage.lost or 0) + 1 end
