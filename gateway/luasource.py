@@ -52,12 +52,16 @@ def _read(path: Path) -> str:
 
 def _expand(path: Path, include_dir: Path, out: list[str], included: set[str], chain: list[str]) -> None:
     for number, line in enumerate(_read(path).splitlines(keepends=True), start=1):
-        if "@include" not in line:
+        if not (line.lstrip().startswith("---") and "@include" in line):
             out.append(line)
             continue
+        # Not at the start of a line means inside a block: its functions would be local to it.
         match = _INCLUDE_LINE.match(line.rstrip("\n"))
         if match is None:
-            raise LuaIncludeError(f'{path}:{number}: not an include line (write `--- @include "name"`): {line.strip()}')
+            raise LuaIncludeError(
+                f'{path}:{number}: not an include line (write `--- @include "name"` at the start of a '
+                f"line, outside any block): {line.strip()}"
+            )
         name = match.group(1)
         if name in chain:
             cycle = " -> ".join([*chain, name])

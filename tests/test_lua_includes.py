@@ -112,9 +112,10 @@ def test_an_include_cycle_is_refused_with_its_path(tmp_path):
     assert str(lua_dir / "include" / "b.lua") in str(error.value)
 
 
-def test_a_malformed_include_line_is_refused(tmp_path):
-    lua_dir = write_lua(tmp_path, {"main.lua": "--- @include\nreturn 1\n"})
-    with pytest.raises(LuaIncludeError, match="not an include line"):
+@pytest.mark.parametrize("line", ["--- @include", '--- @include "a b"', '  --- @include "x"'])
+def test_a_malformed_include_line_is_refused(tmp_path, line):
+    lua_dir = write_lua(tmp_path, {"main.lua": f"{line}\nreturn 1\n", "include/x.lua": "local x = 1\n"})
+    with pytest.raises(LuaIncludeError, match="main.lua:1: not an include line"):
         flattened_sources(lua_dir)
 
 
