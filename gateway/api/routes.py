@@ -1,4 +1,4 @@
-"""The ``/v1/tasks`` endpoints. Thin: parse, call ``service``/``store``, answer."""
+"""The ``/v1/tasks`` endpoints. Thin: parse, call ``service``/``store``, answer (``answers``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
-from gateway import __version__, service, tasks, tenancy
+from gateway import service, tasks, tenancy
+from gateway.api import answers
 from gateway.api.body import json_body
 from gateway.api.schemas import (
     RESERVED_TASK_IDS,
@@ -46,10 +47,10 @@ def _task_ref(task_id: str) -> str:
 @bp.post("")
 def create_task():
     data = load_create_request(json_body())
-    text, status = service.create_task(
+    verdict = service.create_task(
         tenancy.scoped(data["task_id"]), data["task_name"], data["input_data"], data["callback"]
     )
-    return current_app.response_class(text + "\n", status=status, mimetype="application/json")
+    return answers.task_created(verdict)
 
 
 @bp.get("/<task_id:task_id>/status")
@@ -69,23 +70,23 @@ def task_result(task_id: str):
 @bp.post("/<task_id:task_id>/delete")
 def delete_task(task_id: str):
     options = delete_task_schema.load(json_body(required=False))
-    return jsonify(service.delete_task(_task_ref(task_id), force=options["force"]))
+    service.delete_task(_task_ref(task_id), force=options["force"])
+    return answers.task_deleted(task_id)
 
 
 @bp.delete("/<task_id:task_id>")
 def cancel_task(task_id: str):
-    return jsonify(service.cancel_task(_task_ref(task_id)))
+    return answers.task_cancelled(task_id, service.cancel_task(_task_ref(task_id)))
 
 
 @bp.post("/<task_id:task_id>/retry")
 def retry_task(task_id: str):
-    return jsonify(service.retry_task(_task_ref(task_id)))
+    return answers.task_retried(task_id, service.retry_task(_task_ref(task_id)))
 
 
 @bp.get("/supported-tasks")
 def supported_tasks():
-    grouped = tasks.by_node()
-    return jsonify({"nodes": grouped, "tasks": [name for names in grouped.values() for name in names]})
+    return answers.supported_tasks(tasks.by_node())
 
 
 @bp.get("/health")
@@ -95,15 +96,7 @@ def health():
         store.client.ping()
         get_queues().connection.ping()
         missing = store.scripts.missing()
-    except Exception as error:
-        current_app.logger.warning("health check failed: %s", error)
+    except Exception as failure:
+        current_app.logger.warning("health check failed: %s", failure)
         raise StoreUnavailable("Redis is unavailable.", {"redis": "unavailable"}) from None
-    return jsonify(
-        {
-            "status": "ok",
-            "version": __version__,
-            "redis": "ok",
-            # Missing scripts are loaded on first use unless the Redis user may only EVALSHA.
-            "scripts_missing": missing,
-        }
-    )
+    return answers.health(missing)
