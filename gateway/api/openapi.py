@@ -1,50 +1,67 @@
-"""The OpenAPI 3 document, generated from the marshmallow schemas with apispec, served at
-``/openapi.json`` (open, like health). The fuzzing tests check every answer against it."""
+"""The OpenAPI 3 document, served at ``/openapi.json`` (open, like health): its paths
+from the app's routes and the operation each view carries (``operations``), its
+components from the marshmallow schemas with apispec. The fuzzing tests check every
+answer against it; tests/test_openapi.py checks that it has every route and no other."""
 
 from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
 
-from gateway import __version__, tasks
+from gateway import __version__, tasks, tenancy
 from gateway.api import schemas
+from gateway.api.operations import ATTRIBUTE, PATH_PARAMETERS, undocumented
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 bp = Blueprint("openapi", __name__)
 
-TASK_ID_PARAM = {
-    "name": "task_id",
-    "in": "path",
-    "required": True,
-    "schema": {
-        "type": "string",
-        "pattern": schemas.TASK_ID_PATTERN,
-        "maxLength": 128,
-        "not": {"enum": list(schemas.RESERVED_TASK_IDS)},
-    },
-}
+#: A route's argument, ``<converter:name>`` or ``<name>``.
+ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+#: Methods werkzeug adds to every route by itself.
+IMPLIED_METHODS = {"HEAD", "OPTIONS"}
+SECURED = [{"bearer": []}]
+#: Flask's own file route (the app has no static folder: it answers 404), not the API's.
+FLASK_ENDPOINTS = {"static"}
 
 
-def _error(description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": "Error"}}}
+class UndocumentedRoute(RuntimeError):
+    """A route whose view declares no OpenAPI operation (``operations.operation``)."""
 
 
-def _ok(schema: str, description: str = "OK") -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def paths(app: Flask) -> Iterator[tuple[str, dict[str, dict]]]:
+    """(OpenAPI path, {method: operation}) for each route of the app, in the order they
+    were added; the views marked ``undocumented`` are left out."""
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in FLASK_ENDPOINTS:
+            continue
+        view = app.view_functions[rule.endpoint]
+        if not hasattr(view, ATTRIBUTE):
+            raise UndocumentedRoute(f"route {rule.rule} ({rule.endpoint}) has no OpenAPI operation")
+        declared = getattr(view, ATTRIBUTE)
+        if declared is None:
+            continue
+        # apispec resolves schema names to $refs in place: keep the views' own copy as declared.
+        declared = copy.deepcopy(declared)
+        operation = {"summary": declared["summary"]}
+        if rule.endpoint not in tenancy.OPEN_ENDPOINTS:
+            operation["security"] = SECURED
+        parameters = [PATH_PARAMETERS[name] for name in ARGUMENT.findall(rule.rule)] + declared.get("parameters", [])
+        if parameters:
+            operation["parameters"] = parameters
+        operation.update((key, value) for key, value in declared.items() if key not in ("summary", "parameters"))
+        path = ARGUMENT.sub(r"{\1}", rule.rule)
+        yield path, {method.lower(): operation for method in sorted(rule.methods - IMPLIED_METHODS)}
 
 
-COMMON_ERRORS = {
-    "400": _error("Invalid request (validation_error)"),
-    "401": _error("Missing or invalid API token (only when GATEWAY_API_TOKENS is set)"),
-    "503": _error("Redis unavailable or scripts not loaded"),
-}
-BODY_ERRORS = {
-    "413": _error("Body larger than GATEWAY_MAX_INPUT_BYTES"),
-    "415": _error("Content-Type is not application/json"),
-}
-
-
-def build_spec() -> dict:
+def build_spec(app: Flask) -> dict:
     spec = APISpec(
         title="Single-Task Gateway",
         version=__version__,
@@ -89,112 +106,15 @@ def build_spec() -> dict:
     create["additionalProperties"] = False
     spec.components.schemas["CreateTask"] = create
 
-    secured = [{"bearer": []}]
-    spec.path(
-        path="/v1/tasks",
-        operations={
-            "post": {
-                "summary": "Create (or reuse) one stage of a task",
-                "security": secured,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": "CreateTask"}}},
-                "responses": {
-                    "200": _ok("TaskCreated", "Completed hit: the cached result"),
-                    "202": _ok("TaskCreated", "Accepted: a run was started or is under way"),
-                    "409": _error("Too many stages or undelivered callbacks"),
-                    **COMMON_ERRORS,
-                    **BODY_ERRORS,
-                },
-            }
-        },
-    )
-    for suffix, summary in [("status", "The whole task document"), ("result", "The document, or one stage")]:
-        operation = {
-            "summary": summary,
-            "security": secured,
-            "parameters": [TASK_ID_PARAM],
-            "responses": {"200": _ok("TaskDocument"), "404": _error("Unknown task"), **COMMON_ERRORS},
-        }
-        if suffix == "result":
-            operation["parameters"] = [
-                TASK_ID_PARAM,
-                {"name": "task_name", "in": "query", "required": False, "schema": {"type": "string"}},
-            ]
-            operation["responses"]["200"] = {
-                "description": "The document, or with task_name the single-stage view",
-                "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/TaskDocument"},
-                                                                        {"$ref": "#/components/schemas/StageView"}]}}},
-            }  # fmt: skip
-        spec.path(path=f"/v1/tasks/{{task_id}}/{suffix}", operations={"get": operation})
-    spec.path(
-        path="/v1/tasks/{task_id}/delete",
-        operations={
-            "post": {
-                "summary": "Delete a task (refused while a stage is live, unless forced)",
-                "security": secured,
-                "parameters": [TASK_ID_PARAM],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": "DeleteTask"}}},
-                "responses": {
-                    "200": _ok("Deleted"),
-                    "404": _error("Unknown task"),
-                    "409": _error("Live stages (task_busy)"),
-                    **COMMON_ERRORS,
-                    **BODY_ERRORS,
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/v1/tasks/{task_id}",
-        operations={
-            "delete": {
-                "summary": "Cancel the pending and running stages",
-                "security": secured,
-                "parameters": [TASK_ID_PARAM],
-                "responses": {
-                    "200": _ok("Cancelled"),
-                    "404": _error("Unknown task"),
-                    "405": _error("task_id is the name of a fixed route (health, supported-tasks)"),
-                    **COMMON_ERRORS,
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/v1/tasks/{task_id}/retry",
-        operations={
-            "post": {
-                "summary": "Run the failed stages again",
-                "security": secured,
-                "parameters": [TASK_ID_PARAM],
-                "responses": {"200": _ok("Retried"), "404": _error("Unknown task"), **COMMON_ERRORS},
-            }
-        },
-    )
-    spec.path(
-        path="/v1/tasks/supported-tasks",
-        operations={
-            "get": {
-                "summary": "Registered tasks, grouped by node",
-                "security": secured,
-                "responses": {"200": _ok("SupportedTasks"), "401": COMMON_ERRORS["401"]},
-            }
-        },
-    )
-    spec.path(
-        path="/v1/tasks/health",
-        operations={
-            "get": {
-                "summary": "Liveness of the gateway and its Redis (no token needed)",
-                "responses": {"200": _ok("Health"), "503": COMMON_ERRORS["503"]},
-            }
-        },
-    )
+    for path, operations in paths(app):
+        spec.path(path=path, operations=operations)
     return spec.to_dict()
 
 
 @bp.get("/openapi.json")
+@undocumented
 def spec():
     document = current_app.extensions.get("gateway.openapi")
     if document is None:  # built once per process, on first use (the registry is complete by then)
-        document = current_app.extensions["gateway.openapi"] = build_spec()
+        document = current_app.extensions["gateway.openapi"] = build_spec(current_app)
     return jsonify(document)

@@ -1,4 +1,6 @@
-"""The ``/v1/tasks`` endpoints. Thin: parse, call ``service``/``store``, answer."""
+"""The ``/v1/tasks`` endpoints. Thin: parse, call ``service``/``store``, answer (``answers``).
+
+Each view carries its OpenAPI operation (``operations``); ``/openapi.json`` is built from them."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
-from gateway import __version__, service, tasks, tenancy
+from gateway import service, tasks, tenancy
+from gateway.api import answers
 from gateway.api.body import json_body
+from gateway.api.operations import BODY_ERRORS, COMMON_ERRORS, error, ok, operation
 from gateway.api.schemas import (
     RESERVED_TASK_IDS,
     TASK_ID_RULE,
@@ -44,20 +48,56 @@ def _task_ref(task_id: str) -> str:
 
 
 @bp.post("")
+@operation(
+    "Create (or reuse) one stage of a task",
+    body="CreateTask",
+    responses={
+        "200": ok("TaskCreated", "Completed hit: the cached result"),
+        "202": ok("TaskCreated", "Accepted: a run was started or is under way"),
+        "409": error("Too many stages or undelivered callbacks"),
+        **COMMON_ERRORS,
+        **BODY_ERRORS,
+    },
+)
 def create_task():
     data = load_create_request(json_body())
-    text, status = service.create_task(
+    verdict = service.create_task(
         tenancy.scoped(data["task_id"]), data["task_name"], data["input_data"], data["callback"]
     )
-    return current_app.response_class(text + "\n", status=status, mimetype="application/json")
+    return answers.task_created(verdict)
 
 
 @bp.get("/<task_id:task_id>/status")
+@operation(
+    "The whole task document",
+    responses={"200": ok("TaskDocument"), "404": error("Unknown task"), **COMMON_ERRORS},
+)
 def task_status(task_id: str):
     return jsonify(get_store().read(_task_ref(task_id)))
 
 
 @bp.get("/<task_id:task_id>/result")
+@operation(
+    "The document, or one stage",
+    query=[{"name": "task_name", "in": "query", "required": False, "schema": {"type": "string"}}],
+    responses={
+        "200": {
+            "description": "The document, or with task_name the single-stage view",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/TaskDocument"},
+                            {"$ref": "#/components/schemas/StageView"},
+                        ]
+                    }
+                }
+            },
+        },
+        "404": error("Unknown task"),
+        **COMMON_ERRORS,
+    },
+)
 def task_result(task_id: str):
     task_ref = _task_ref(task_id)
     query = result_query_schema.load(request.args)
@@ -67,43 +107,68 @@ def task_result(task_id: str):
 
 
 @bp.post("/<task_id:task_id>/delete")
+@operation(
+    "Delete a task (refused while a stage is live, unless forced)",
+    body="DeleteTask",
+    body_required=False,
+    responses={
+        "200": ok("Deleted"),
+        "404": error("Unknown task"),
+        "409": error("Live stages (task_busy)"),
+        **COMMON_ERRORS,
+        **BODY_ERRORS,
+    },
+)
 def delete_task(task_id: str):
     options = delete_task_schema.load(json_body(required=False))
-    return jsonify(service.delete_task(_task_ref(task_id), force=options["force"]))
+    service.delete_task(_task_ref(task_id), force=options["force"])
+    return answers.task_deleted(task_id)
 
 
 @bp.delete("/<task_id:task_id>")
+@operation(
+    "Cancel the pending and running stages",
+    responses={
+        "200": ok("Cancelled"),
+        "404": error("Unknown task"),
+        "405": error("task_id is the name of a fixed route (health, supported-tasks)"),
+        **COMMON_ERRORS,
+    },
+)
 def cancel_task(task_id: str):
-    return jsonify(service.cancel_task(_task_ref(task_id)))
+    return answers.task_cancelled(task_id, service.cancel_task(_task_ref(task_id)))
 
 
 @bp.post("/<task_id:task_id>/retry")
+@operation(
+    "Run the failed stages again",
+    responses={"200": ok("Retried"), "404": error("Unknown task"), **COMMON_ERRORS},
+)
 def retry_task(task_id: str):
-    return jsonify(service.retry_task(_task_ref(task_id)))
+    return answers.task_retried(task_id, service.retry_task(_task_ref(task_id)))
 
 
 @bp.get("/supported-tasks")
+@operation(
+    "Registered tasks, grouped by node",
+    responses={"200": ok("SupportedTasks"), "401": COMMON_ERRORS["401"]},
+)
 def supported_tasks():
-    grouped = tasks.by_node()
-    return jsonify({"nodes": grouped, "tasks": [name for names in grouped.values() for name in names]})
+    return answers.supported_tasks(tasks.by_node())
 
 
 @bp.get("/health")
+@operation(
+    "Liveness of the gateway and its Redis (no token needed)",
+    responses={"200": ok("Health"), "503": COMMON_ERRORS["503"]},
+)
 def health():
     store = get_store()
     try:
         store.client.ping()
         get_queues().connection.ping()
         missing = store.scripts.missing()
-    except Exception as error:
-        current_app.logger.warning("health check failed: %s", error)
+    except Exception as failure:
+        current_app.logger.warning("health check failed: %s", failure)
         raise StoreUnavailable("Redis is unavailable.", {"redis": "unavailable"}) from None
-    return jsonify(
-        {
-            "status": "ok",
-            "version": __version__,
-            "redis": "ok",
-            # Missing scripts are loaded on first use unless the Redis user may only EVALSHA.
-            "scripts_missing": missing,
-        }
-    )
+    return answers.health(missing)

@@ -1,0 +1,73 @@
+"""The answers of the ``/v1/tasks`` operations: body and status code, from what the
+service did (``service`` returns data; only this module shapes it for the caller).
+
+Each answer's shape is the response schema of the same name in ``schemas``
+(``TaskCreated``, ``Cancelled``...), which ``/openapi.json`` publishes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app, jsonify
+
+from gateway import __version__, documents
+
+if TYPE_CHECKING:
+    from flask import Response
+
+    from gateway.store import Verdict
+
+#: The ``message`` of a create answer, per verdict state.
+MESSAGES = {
+    "miss": "Accepted: the stage will run.",
+    "completed": "Reused: the stage already completed; its cached result is returned.",
+    "pending": "Reused: the stage is queued; the callback, if any, is sent when it ends.",
+    "running": "Reused: the stage is running; the callback, if any, is sent when it ends.",
+    "empty_output": "Accepted: the stage completed with empty output and runs again.",
+    "stale": "Accepted: the earlier run stopped answering and the stage runs again.",
+    "failed": "Accepted: the stage failed before and runs again.",
+}
+
+
+def task_created(verdict: Verdict) -> Response:
+    """``POST /v1/tasks``: 200 with the cached ``result`` for a completed hit, else 202.
+
+    A completed hit's ``result`` carries the stored input and output as stored
+    (``documents.stage_view_json``), spliced into the text rather than decoded and
+    encoded again: this is the reuse hit's answer, the path bench/run.py measures."""
+    completed = verdict.state == "completed"
+    body: dict[str, Any] = {
+        "task_id": verdict.task_id,
+        "status": "completed" if completed else "pending",
+        "message": MESSAGES[verdict.state],
+        "reuse_info": documents.reuse_info(verdict.task_name, verdict.state, verdict.input_matches, verdict.cached_ms),
+        "callback_status": "queued" if verdict.delivery_id else None,
+    }
+    text = json.dumps(body, separators=(",", ":"))
+    if completed:
+        result = documents.stage_view_json(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
+        text = f'{text[:-1]},"result":{result}}}'
+    return current_app.response_class(text + "\n", status=200 if completed else 202, mimetype="application/json")
+
+
+def task_deleted(task_id: str) -> Response:
+    return jsonify({"task_id": task_id, "deleted": True})
+
+
+def task_cancelled(task_id: str, task_names: list[str]) -> Response:
+    return jsonify({"task_id": task_id, "cancelled": sorted(task_names)})
+
+
+def task_retried(task_id: str, task_names: list[str]) -> Response:
+    return jsonify({"task_id": task_id, "retried": task_names})
+
+
+def supported_tasks(by_node: dict[str, list[str]]) -> Response:
+    return jsonify({"nodes": by_node, "tasks": [name for names in by_node.values() for name in names]})
+
+
+def health(scripts_missing: list[str]) -> Response:
+    # Missing scripts are loaded on first use unless the Redis user may only EVALSHA.
+    return jsonify({"status": "ok", "version": __version__, "redis": "ok", "scripts_missing": scripts_missing})
