@@ -23,8 +23,9 @@ from standardwebhooks import Webhook
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from gateway import __version__, documents, jsontext, urlpolicy
+from gateway import documents, jsontext, urlpolicy
 from gateway.tenancy import public
+from gateway.version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

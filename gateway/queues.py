@@ -18,7 +18,8 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
-from gateway import keys, store, tasks
+from gateway import keys, tasks
+from gateway.connections import get_connections
 from gateway.jobguard import SERIALIZER, GatewayJob
 
 if TYPE_CHECKING:
@@ -247,5 +248,5 @@ def get_queues(app: Flask | None = None) -> Queues:
 
 
 def init_app(app: Flask) -> None:
-    connection = store.connect(app.config["QUEUE_REDIS_URL"], app.config, decode_responses=False)
-    app.extensions["gateway.queues"] = Queues(connection, app.config)
+    """Needs ``connections.init_app`` first."""
+    app.extensions["gateway.queues"] = Queues(get_connections(app).queue, app.config)

@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import current_app
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from gateway import documents, keys
+from gateway.connections import get_connections
 from gateway.exceptions import (
     CallbackRecordsTooLarge,
     ClaimLost,
@@ -318,19 +317,6 @@ def _raise_unless_ok(outcome: str) -> None:
         raise ClaimLost(outcome)
 
 
-def connect(url: str, config: dict[str, Any], *, decode_responses: bool) -> redis.Redis:
-    """A client that fails fast: a request must answer 503 in seconds, not hang."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=decode_responses,
-        socket_connect_timeout=float(config["REDIS_CONNECT_TIMEOUT_SECONDS"]),
-        socket_timeout=float(config["REDIS_SOCKET_TIMEOUT_SECONDS"]),
-        # One quick retry covers a pooled connection that a Redis restart closed.
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
-
-
 def get_store(app: Flask | None = None) -> Store:
     app = app or current_app
     return app.extensions["gateway.store"]
@@ -341,5 +327,5 @@ def get_redis(app: Flask | None = None) -> redis.Redis:
 
 
 def init_app(app: Flask) -> None:
-    client = connect(app.config["REDIS_URL"], app.config, decode_responses=True)
-    app.extensions["gateway.store"] = Store(client, app.config)
+    """Needs ``connections.init_app`` first."""
+    app.extensions["gateway.store"] = Store(get_connections(app).store, app.config)

@@ -16,9 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import click
 from flask import current_app
-from flask.cli import with_appcontext
 
 from gateway import documents
 from gateway.jobs import enqueue_deliveries
@@ -42,6 +40,13 @@ class SweepReport:
     deliveries_checked: int = 0
     deliveries_requeued: int = 0
     actions: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"runs checked {self.runs_checked}, requeued {self.runs_requeued}, rerun {self.runs_rerun}, "
+            f"failed {self.runs_failed}; deliveries checked {self.deliveries_checked}, "
+            f"requeued {self.deliveries_requeued}"
+        )
 
 
 def sweep_once() -> SweepReport:
@@ -147,17 +152,3 @@ class SweeperThread(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-
-
-@click.command("sweep")
-@with_appcontext
-def sweep_command() -> None:
-    """Run one sweep: re-run or fail lost runs, re-send lost deliveries."""
-    report = sweep_once()
-    for action in report.actions:
-        click.echo(action)
-    click.echo(
-        f"runs checked {report.runs_checked}, requeued {report.runs_requeued}, rerun {report.runs_rerun}, "
-        f"failed {report.runs_failed}; deliveries checked {report.deliveries_checked}, "
-        f"requeued {report.deliveries_requeued}"
-    )

@@ -7,8 +7,9 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
 
-from gateway import __version__, tasks
+from gateway import tasks
 from gateway.api import schemas
+from gateway.version import __version__
 
 bp = Blueprint("openapi", __name__)
 

@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
-from gateway import __version__, service, tasks, tenancy
+from gateway import service, tasks, tenancy
 from gateway.api.body import json_body
 from gateway.api.schemas import (
     RESERVED_TASK_IDS,
@@ -20,6 +20,7 @@ from gateway.api.schemas import (
 from gateway.exceptions import StoreUnavailable, ValidationFailed
 from gateway.queues import get_queues
 from gateway.store import get_store
+from gateway.version import __version__
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
 
