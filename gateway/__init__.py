@@ -19,13 +19,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The application factory: config, Redis clients, store, queues, task registry, API, CLI."""
     from flask import Flask
 
-    from gateway import api, cli, config, connections, queues, signing, store, tasks, tenancy
+    from gateway import api, cli, config, connections, queues, signing, store, tasks, tenancy, watches
     from gateway.api import jsonio
 
     app = Flask(__name__)
     config.load(app, test_config)
     app.json = jsonio.GatewayJSONProvider(app)
     connections.init_app(app)
+    watches.init_app(app)
     store.init_app(app)
     queues.init_app(app)
     tasks.load_modules(app.config["TASK_MODULES"], demo_tasks=app.config["DEMO_TASKS"])

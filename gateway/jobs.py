@@ -21,6 +21,7 @@ from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.queues import get_queues
 from gateway.store import get_store
 from gateway.tenancy import public, tenant_of
+from gateway.watches import get_watches
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -124,12 +125,12 @@ _leases = _LeaseKeeper()
 
 
 def _renewal(store: Store, task_id: str, task_name: str, token: str) -> Callable[[], bool]:
-    queues = get_queues()
+    watches = get_watches()
 
     def renew() -> bool:
         if not store.renew(task_id, task_name, token):
             return False
-        queues.watch_run(task_id, task_name, queues.lease_check_ms())
+        watches.run_renewed(task_id, task_name)
         return True
 
     return renew
@@ -165,9 +166,8 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         except (ClaimLost, DocumentGone) as error:
             return f"skipped: {type(error).__name__} {error}"
 
-        queues = get_queues()
-        if not store.watches_runs:  # otherwise start_run moved the watch entry itself
-            queues.watch_run(task_id, task_name, queues.lease_check_ms())
+        watches = get_watches()
+        watches.run_started(task_id, task_name)
         handler = tasks.get_handler(task_name)
         # The caller's own id: the store id's tenant prefix is the gateway's business.
         context = tasks.TaskContext(
@@ -195,23 +195,9 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             result = documents.stage_view(
                 task_name, {"status": status.value, "error": error, "duration": duration}, input_json, output_json
             )
-            enqueue_deliveries(task_id, task_name, due, result)
-        # Only now: until its deliveries are queued, the run's watch entry lets the
-        # sweeper find them if this process dies. With none due, finish_run dropped it.
-        if due or not store.watches_runs:
-            queues.forget_run(task_id, task_name)
+            get_queues().enqueue_deliveries(task_id, task_name, due, result)
+        watches.run_finished(task_id, task_name, deliveries_queued=bool(due))
         return status.value
-
-
-def enqueue_deliveries(task_id: str, task_name: str, delivery_ids: list[str], result: dict) -> None:
-    """Queue the deliveries that just became due, each carrying the result as it is now:
-    a rerun that starts before a delivery is made must not change what it reports."""
-    if not delivery_ids:
-        return
-    result_json = jsontext.dumps(result)  # UTF-8 in the queued job too
-    queues = get_queues()
-    for delivery_id in delivery_ids:
-        queues.enqueue_delivery(task_id, task_name, delivery_id, result_json)
 
 
 def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:
@@ -258,7 +244,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             error=safe_text(outcome.error) if outcome.error else None,
         )
         if status != "queued":
-            get_queues().forget_delivery(task_id, task_name, delivery_id)
+            get_watches().forget_delivery(task_id, task_name, delivery_id)
         else:
             delay = float(intervals[try_number - 1])
             if outcome.retry_after is not None:

@@ -14,7 +14,6 @@ from redis.exceptions import RedisError
 
 from gateway import documents
 from gateway.exceptions import ClaimLost, DocumentGone
-from gateway.jobs import enqueue_deliveries
 from gateway.queues import get_queues
 from gateway.store import Verdict, get_store
 from gateway.tenancy import public
@@ -34,11 +33,9 @@ def create_task(task_id: str, task_name: str, input_data: dict, callback: str | 
     """Claim the stage, start what the verdict asks for, and build the response body (JSON text)."""
     store, queues = get_store(), get_queues()
     # A process dying between the claim and its enqueue must leave a trace the sweeper
-    # follows. The claim script writes it when the watch list is in the store's Redis (the
-    # usual single-Redis setup, and then a hit costs no write here); otherwise it is
-    # written before the claim: one entry per stage, however many requests.
-    if not store.watches_runs:
-        queues.watch_run(task_id, task_name, queues.lease_check_ms())
+    # follows: the claim script writes it when it can (and then a hit costs no write
+    # here), otherwise it is written now (``watches``).
+    queues.watches.before_claim(task_id, task_name)
     verdict = store.claim(task_id, task_name, input_data, callback)
     text = create_response(verdict)
     if not verdict.hit:
@@ -54,7 +51,7 @@ def create_task(task_id: str, task_name: str, input_data: dict, callback: str | 
             raise
     elif verdict.delivery_due:
         result = documents.stage_view(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
-        enqueue_deliveries(task_id, task_name, [verdict.delivery_id], result)
+        queues.enqueue_deliveries(task_id, task_name, [verdict.delivery_id], result)
     return text, 200 if verdict.state == "completed" else 202
 
 
@@ -78,10 +75,11 @@ def create_response(verdict: Verdict) -> str:
 
 def cancel_task(task_id: str) -> dict[str, Any]:
     cancelled, due = get_store().cancel(task_id)
+    queues = get_queues()
     for task_name, input_json in cancelled.items():
         state = {"status": documents.StageStatus.FAILED.value, "error": "cancelled", "duration": None}
         result = documents.stage_view(task_name, state, input_json, None)
-        enqueue_deliveries(task_id, task_name, [d for name, d in due if name == task_name], result)
+        queues.enqueue_deliveries(task_id, task_name, [d for name, d in due if name == task_name], result)
     return {"task_id": public(task_id), "cancelled": sorted(cancelled)}
 
 

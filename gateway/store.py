@@ -31,9 +31,12 @@ from gateway.exceptions import (
 )
 from gateway.scripts import Scripts
 from gateway.tenancy import public
+from gateway.watches import get_watches
 
 if TYPE_CHECKING:
     from flask import Flask
+
+    from gateway.watches import Watches
 
 HIT_STATES = ("completed", "pending", "running")
 #: Delivery attempts listed in a callback record (1 try + 5 retries by default fit).
@@ -76,8 +79,9 @@ class Verdict:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, config: dict[str, Any]) -> None:
+    def __init__(self, client: redis.Redis, config: dict[str, Any], watches: Watches) -> None:
         self.client = client
+        self.watches = watches
         self.scripts = Scripts(client)
         self.ttl = int(config["TASK_TTL_SECONDS"])
         self.queue_lease_ms = int(float(config["QUEUE_LEASE_SECONDS"]) * 1000)
@@ -85,9 +89,6 @@ class Store:
         self.max_stages = int(config["MAX_STAGES_PER_TASK"])
         self.max_callbacks = int(config["MAX_CALLBACKS_PER_STAGE"])
         self.max_callback_bytes = int(config["MAX_CALLBACK_BYTES_PER_STAGE"])
-        #: Whether the claim script adds a claimed run to the run watch list itself: only
-        #: possible when the queues (which hold that list) live in this very Redis.
-        self.watches_runs = config["QUEUE_REDIS_URL"] == config["REDIS_URL"]
 
     # -- writes, each one script -------------------------------------------------
 
@@ -97,13 +98,10 @@ class Store:
         # A stage stored before UTF-8 storage holds the ASCII form of the same input.
         ascii_json = documents.ascii_canonical_json(input_data, input_json) or ""
         token, delivery_id = _two_ids()
-        script_keys, watch_args = [keys.task_document(task_id)], []
-        if self.watches_runs:
-            script_keys.append(keys.run_watch())
-            watch_args = [keys.watch_member(task_id, task_name), self.run_lease_ms]
+        watch_keys, watch_args = self.watches.claim_script_args(task_id, task_name)
         result = self.scripts(
             "claim_stage",
-            script_keys,
+            [keys.task_document(task_id), *watch_keys],
             [
                 task_name,
                 input_json,
@@ -151,13 +149,14 @@ class Store:
     def start(self, task_id: str, task_name: str, token: str) -> tuple[int, str]:
         """Mark the run RUNNING; returns (attempt, input JSON). Raises ClaimLost/DocumentGone.
 
-        With ``watches_runs``, the run's watch entry moves to the end of its lease in the
-        same step; otherwise the caller moves it."""
-        script_keys, args = [keys.task_document(task_id)], [task_name, token, self.run_lease_ms, self.ttl]
-        if self.watches_runs:
-            script_keys.append(keys.run_watch())
-            args.append(keys.watch_member(task_id, task_name))
-        result = self.scripts("start_run", script_keys, args)
+        The run's watch entry moves to the end of its lease in the same step, when the
+        script may write it (``watches``); otherwise the caller moves it."""
+        watch_keys, watch_args = self.watches.run_script_args(task_id, task_name)
+        result = self.scripts(
+            "start_run",
+            [keys.task_document(task_id), *watch_keys],
+            [task_name, token, self.run_lease_ms, self.ttl, *watch_args],
+        )
         _raise_unless_ok(result[0])
         return int(result[1]), result[2]
 
@@ -190,15 +189,16 @@ class Store:
     ) -> list[str]:
         """End the run SUCCESS (output) or FAILED (error); returns the deliveries now due.
 
-        With ``watches_runs`` and no delivery due, the run's watch entry is dropped in the
-        same step; otherwise the caller drops it once it queued the deliveries."""
+        With no delivery due, the run's watch entry is dropped in the same step when the
+        script may write it (``watches``); otherwise the caller drops it
+        (``Watches.run_finished``) once it queued the deliveries."""
         status = documents.StageStatus.SUCCESS if error is None else documents.StageStatus.FAILED
-        script_keys = [keys.task_document(task_id)]
-        args = [task_name, token, status.value, output_json or "", error or "", round(duration, 6), self.ttl]
-        if self.watches_runs:
-            script_keys.append(keys.run_watch())
-            args.append(keys.watch_member(task_id, task_name))
-        result = self.scripts("finish_run", script_keys, args)
+        watch_keys, watch_args = self.watches.run_script_args(task_id, task_name)
+        result = self.scripts(
+            "finish_run",
+            [keys.task_document(task_id), *watch_keys],
+            [task_name, token, status.value, output_json or "", error or "", round(duration, 6), self.ttl, *watch_args],
+        )
         _raise_unless_ok(result[0])
         return list(result[1:])
 
@@ -248,11 +248,12 @@ class Store:
     def retry(self, task_id: str) -> tuple[str, list[str]]:
         """Claim every FAILED stage again; returns (token, task names)."""
         token = uuid.uuid4().hex
-        script_keys, args = [keys.task_document(task_id)], [token, self.queue_lease_ms, self.ttl]
-        if self.watches_runs:  # the script writes each stage's keys.watch_member(task_id, name)
-            script_keys.append(keys.run_watch())
-            args += [task_id, self.run_lease_ms]
-        result = self.scripts("retry_task", script_keys, args)
+        watch_keys, watch_args = self.watches.retry_script_args(task_id)
+        result = self.scripts(
+            "retry_task",
+            [keys.task_document(task_id), *watch_keys],
+            [token, self.queue_lease_ms, self.ttl, *watch_args],
+        )
         if result[0] == "missing":
             raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
         return token, sorted(result[1:])
@@ -327,5 +328,5 @@ def get_redis(app: Flask | None = None) -> redis.Redis:
 
 
 def init_app(app: Flask) -> None:
-    """Needs ``connections.init_app`` first."""
-    app.extensions["gateway.store"] = Store(get_connections(app).store, app.config)
+    """Needs ``connections.init_app`` and ``watches.init_app`` first."""
+    app.extensions["gateway.store"] = Store(get_connections(app).store, app.config, get_watches(app))
