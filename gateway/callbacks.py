@@ -82,6 +82,27 @@ class Outcome:
     retry_after: float | None = None
 
 
+def next_try(outcome: Outcome, try_number: int, *, intervals: list[float], max_retry_after: float) -> tuple[str, float]:
+    """The retry schedule: what try ``try_number`` that ended with ``outcome`` leaves the
+    delivery (``"sent"``, ``"failed"``, or ``"queued"`` for another try) and how many
+    seconds to wait before that next try (0 when there is none).
+
+    Try ``n`` is followed by try ``n + 1`` after ``intervals[n - 1]`` seconds
+    (``GATEWAY_CALLBACK_RETRY_INTERVALS``), or after the receiver's Retry-After when that
+    is longer, capped at ``max_retry_after`` (``GATEWAY_CALLBACK_MAX_RETRY_AFTER_SECONDS``).
+    A refusal that retrying cannot change (``Outcome.final``) or the last interval used
+    up fails the delivery.
+    """
+    if outcome.delivered:
+        return "sent", 0.0
+    if outcome.final or try_number > len(intervals):
+        return "failed", 0.0
+    delay = float(intervals[try_number - 1])
+    if outcome.retry_after is not None:
+        delay = max(delay, min(outcome.retry_after, max_retry_after))
+    return "queued", delay
+
+
 class _Deadline:
     """The end of one try: at it, every socket of the try is shut down.
 

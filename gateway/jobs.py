@@ -1,127 +1,32 @@
-"""RQ job functions. They take ids and plain data, never request state, and build what
-they need from the app (the worker pushes an app context; a bare ``rq worker`` gets one
-made here)."""
+"""The RQ entry points, ``run_stage`` and ``deliver`` (``jobguard`` runs no other function).
+
+They take ids and plain data, never request state, and build what they need from the app
+(``worker.job_app_context``: the worker's, or one made for a bare ``rq worker``).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flask import current_app, has_app_context
+from flask import current_app
 
-from gateway import callbacks, documents, jsontext, signing, tasks
+from gateway import callbacks, documents, jsontext, leases, signing, tasks
 from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.queues import get_queues
 from gateway.store import get_store
 from gateway.tenancy import public, tenant_of
 from gateway.watches import get_watches
+from gateway.worker import job_app_context
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from gateway.store import Store
 
 log = logging.getLogger(__name__)
-
-_fallback_app = None
-
-
-@contextmanager
-def _app_context() -> Iterator[None]:
-    global _fallback_app
-    if has_app_context():
-        yield
-        return
-    if _fallback_app is None:
-        from gateway import create_app
-
-        _fallback_app = create_app()
-    with _fallback_app.app_context():
-        yield
-
-
-@dataclass(eq=False)
-class _Lease:
-    renew: Callable[[], bool]
-    interval: float  # seconds between renewals
-    due: float  # time.monotonic() of the next renewal
-    renewing: bool = False
-
-
-class _LeaseKeeper:
-    """One thread per process renews the lease of every run the process is running, each
-    every third of its lease.
-
-    A thread started and joined per run cost ~3% of a worker's CPU (and a GIL hand-off)
-    for the rare run that lasts a third of a lease. This thread sleeps until the next
-    renewal is due, so a run shorter than that costs a set insert and removal. It is
-    woken only when it has nothing to wait for, or a lease is due before its next look.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-        # A forked child (RQ's forking workers) has the state but not the thread.
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._cond = threading.Condition()
-        self._leases: set[_Lease] = set()
-        self._wake_at = math.inf  # when the thread looks next
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def hold(self, renew: Callable[[], bool], interval: float) -> Iterator[None]:
-        """Renew every ``interval`` seconds while the block runs; ``renew`` returns False
-        once the claim is gone. No renewal runs or starts after the block."""
-        lease = _Lease(renew, interval, time.monotonic() + interval)
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
-                self._thread.start()
-            self._leases.add(lease)
-            if lease.due < self._wake_at:
-                self._cond.notify_all()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._leases.discard(lease)
-                while lease.renewing:
-                    self._cond.wait()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = [lease for lease in self._leases if lease.due <= now]
-                if not due:
-                    self._wake_at = min((lease.due for lease in self._leases), default=math.inf)
-                    self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
-                    continue
-                for lease in due:
-                    lease.renewing = True
-                    lease.due = now + lease.interval
-            for lease in due:  # outside the lock: a slow Redis must not hold up the runs
-                keep = True
-                try:
-                    keep = lease.renew()
-                except Exception:  # a Redis hiccup must not end the renewals; the next one retries
-                    log.warning("lease renewal failed", exc_info=True)
-                with self._cond:
-                    lease.renewing = False
-                    if not keep:  # claim lost (cancelled or superseded): the finish will be ignored
-                        self._leases.discard(lease)
-                    self._cond.notify_all()
-
-
-_leases = _LeaseKeeper()
 
 
 def _renewal(store: Store, task_id: str, task_name: str, token: str) -> Callable[[], bool]:
@@ -159,7 +64,7 @@ def safe_text(text: str, limit: int = 2000) -> str:
 
 def run_stage(task_id: str, task_name: str, token: str) -> str:
     """Run one claimed stage: RUNNING, handler with its lease renewed, SUCCESS or FAILED, callbacks."""
-    with _app_context():
+    with job_app_context():
         store = get_store()
         try:
             attempt, input_json = store.start(task_id, task_name, token)
@@ -175,7 +80,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         )
         output_json, error = None, None
         started = time.perf_counter()
-        with _leases.hold(_renewal(store, task_id, task_name, token), store.run_lease_ms / 3000):
+        with leases.keeper.hold(_renewal(store, task_id, task_name, token), store.run_lease_ms / 3000):
             try:
                 if handler is None:
                     raise LookupError(f"task {task_name!r} is not registered in this worker")
@@ -202,7 +107,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
 
 def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:
     """Make one try of one delivery, record it, and schedule the next try if needed."""
-    with _app_context():
+    with job_app_context():
         config = current_app.config
         store = get_store()
         entry = store.delivery_record(task_id, task_name, delivery_id)
@@ -226,14 +131,12 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             # the result that the sweeper sends again and again.
             log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
             outcome = callbacks.Outcome(False, error=f"internal error: {type(error).__name__}: {error}")
-        intervals = config["CALLBACK_RETRY_INTERVALS"]
-        retries_left = try_number <= len(intervals)
-        if outcome.delivered:
-            status = "sent"
-        elif outcome.final or not retries_left:
-            status = "failed"
-        else:
-            status = "queued"
+        status, delay = callbacks.next_try(
+            outcome,
+            try_number,
+            intervals=config["CALLBACK_RETRY_INTERVALS"],
+            max_retry_after=float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"]),
+        )
         store.record_delivery(
             task_id,
             task_name,
@@ -246,8 +149,5 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
         if status != "queued":
             get_watches().forget_delivery(task_id, task_name, delivery_id)
         else:
-            delay = float(intervals[try_number - 1])
-            if outcome.retry_after is not None:
-                delay = max(delay, min(outcome.retry_after, float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"])))
             get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)
         return status

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import current_app, has_app_context
+from flask.cli import locate_app
 from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
@@ -27,8 +29,9 @@ from gateway.queues import CALLBACK_QUEUE, make_queue
 from gateway.sweeper import SweeperThread
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
+    from flask import Flask
     from redis.client import Pipeline
     from rq.executions import Execution
     from rq.job import Job
@@ -183,6 +186,25 @@ class GatewayWorker(SimpleWorker):
             pipe.execute()
         job._status = JobStatus.FINISHED
         self.log.info("Successfully completed job %s in %ss on worker %s", job.id, took, self.name)
+
+
+_job_app: Flask | None = None
+
+
+@contextmanager
+def job_app_context() -> Iterator[None]:
+    """The app context a job runs in: the one the worker command pushed, or, in a bare
+    ``rq worker`` (which knows nothing of Flask), one of an app made once per process."""
+    global _job_app
+    if has_app_context():
+        yield
+        return
+    if _job_app is None:
+        # Found the way ``flask --app gateway`` finds it: the package's ``create_app``
+        # factory, called with no arguments. The package never imports its factory.
+        _job_app = locate_app("gateway", None)
+    with _job_app.app_context():
+        yield
 
 
 def all_queue_names() -> list[str]:
