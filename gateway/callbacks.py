@@ -82,9 +82,11 @@ class Outcome:
     retry_after: float | None = None
 
 
-def next_try(outcome: Outcome, try_number: int, *, intervals: list[float], max_retry_after: float) -> tuple[str, float]:
+def next_try(
+    outcome: Outcome, try_number: int, *, intervals: list[float], max_retry_after: float
+) -> tuple[documents.DeliveryStatus, float]:
     """The retry schedule: what try ``try_number`` that ended with ``outcome`` leaves the
-    delivery (``"sent"``, ``"failed"``, or ``"queued"`` for another try) and how many
+    delivery (sent, failed, or queued for another try) and how many
     seconds to wait before that next try (0 when there is none).
 
     Try ``n`` is followed by try ``n + 1`` after ``intervals[n - 1]`` seconds
@@ -94,13 +96,13 @@ def next_try(outcome: Outcome, try_number: int, *, intervals: list[float], max_r
     up fails the delivery.
     """
     if outcome.delivered:
-        return "sent", 0.0
+        return documents.DeliveryStatus.SENT, 0.0
     if outcome.final or try_number > len(intervals):
-        return "failed", 0.0
+        return documents.DeliveryStatus.FAILED, 0.0
     delay = float(intervals[try_number - 1])
     if outcome.retry_after is not None:
         delay = max(delay, min(outcome.retry_after, max_retry_after))
-    return "queued", delay
+    return documents.DeliveryStatus.QUEUED, delay
 
 
 class _Deadline:

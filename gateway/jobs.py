@@ -67,7 +67,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
     with job_app_context():
         store = get_store()
         try:
-            attempt, input_json = store.start(task_id, task_name, token)
+            run = store.start(task_id, task_name, token)
         except (ClaimLost, DocumentGone) as error:
             return f"skipped: {type(error).__name__} {error}"
 
@@ -76,7 +76,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         handler = tasks.get_handler(task_name)
         # The caller's own id: the store id's tenant prefix is the gateway's business.
         context = tasks.TaskContext(
-            task_id=public(task_id), task_name=task_name, attempt=attempt, tenant=tenant_of(task_id)
+            task_id=public(task_id), task_name=task_name, attempt=run.attempt, tenant=tenant_of(task_id)
         )
         output_json, error = None, None
         started = time.perf_counter()
@@ -84,7 +84,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             try:
                 if handler is None:
                     raise LookupError(f"task {task_name!r} is not registered in this worker")
-                output = handler(json.loads(input_json), context)
+                output = handler(json.loads(run.input_json), context)
                 output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
             except Exception as exc:  # the handler's failure is the stage's result
                 error = safe_text(f"{type(exc).__name__}: {exc}")
@@ -98,7 +98,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
         if due:
             result = documents.stage_view(
-                task_name, {"status": status.value, "error": error, "duration": duration}, input_json, output_json
+                task_name, {"status": status.value, "error": error, "duration": duration}, run.input_json, output_json
             )
             get_queues().enqueue_deliveries(task_id, task_name, due, result)
         watches.run_finished(task_id, task_name, deliveries_queued=bool(due))
@@ -113,7 +113,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
         entry = store.delivery_record(task_id, task_name, delivery_id)
         if entry is None:
             return "gone"
-        if entry["status"] != "queued" or entry.get("attempts", 0) >= try_number:
+        if entry["status"] != documents.DeliveryStatus.QUEUED or entry.get("attempts", 0) >= try_number:
             return "already done"  # a duplicate job for a try that was made
 
         try:
@@ -146,7 +146,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             status_code=outcome.status_code,
             error=safe_text(outcome.error) if outcome.error else None,
         )
-        if status != "queued":
+        if status != documents.DeliveryStatus.QUEUED:
             get_watches().forget_delivery(task_id, task_name, delivery_id)
         else:
             get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)

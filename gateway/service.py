@@ -32,10 +32,8 @@ MESSAGES = {
 def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None) -> tuple[str, int]:
     """Claim the stage, start what the verdict asks for, and build the response body (JSON text)."""
     store, queues = get_store(), get_queues()
-    # A process dying between the claim and its enqueue must leave a trace the sweeper
-    # follows: the claim script writes it when it can (and then a hit costs no write
-    # here), otherwise it is written now (``watches``).
-    queues.watches.before_claim(task_id, task_name)
+    # The claim also leaves the trace the sweeper follows if this process dies before
+    # the enqueue below (``Watches.watch_claim``).
     verdict = store.claim(task_id, task_name, input_data, callback)
     text = create_response(verdict)
     if not verdict.hit:
@@ -74,21 +72,21 @@ def create_response(verdict: Verdict) -> str:
 
 
 def cancel_task(task_id: str) -> dict[str, Any]:
-    cancelled, due = get_store().cancel(task_id)
+    cancelled = get_store().cancel(task_id)
     queues = get_queues()
-    for task_name, input_json in cancelled.items():
+    for task_name, input_json in cancelled.inputs.items():
         state = {"status": documents.StageStatus.FAILED.value, "error": "cancelled", "duration": None}
         result = documents.stage_view(task_name, state, input_json, None)
-        queues.enqueue_deliveries(task_id, task_name, [d for name, d in due if name == task_name], result)
-    return {"task_id": public(task_id), "cancelled": sorted(cancelled)}
+        queues.enqueue_deliveries(task_id, task_name, [d for name, d in cancelled.due if name == task_name], result)
+    return {"task_id": public(task_id), "cancelled": sorted(cancelled.inputs)}
 
 
 def retry_task(task_id: str) -> dict[str, Any]:
-    token, retried = get_store().retry(task_id)
+    retried = get_store().retry(task_id)
     queues = get_queues()
-    for task_name in retried:
-        queues.enqueue_run(task_id, task_name, token)
-    return {"task_id": public(task_id), "retried": retried}
+    for task_name in retried.task_names:
+        queues.enqueue_run(task_id, task_name, retried.token)
+    return {"task_id": public(task_id), "retried": retried.task_names}
 
 
 def delete_task(task_id: str, *, force: bool) -> dict[str, Any]:

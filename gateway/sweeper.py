@@ -20,6 +20,7 @@ from flask import current_app
 
 from gateway import documents
 from gateway.queues import get_queues
+from gateway.replies import Outcome
 from gateway.store import get_store
 from gateway.watches import get_watches
 
@@ -65,32 +66,28 @@ def sweep_once() -> SweepReport:
 
 def _check_run(task_id: str, task_name: str, report: SweepReport) -> None:
     queues, watches = get_queues(), get_watches()
-    outcome = get_store().reap(task_id, task_name, int(current_app.config["MAX_ATTEMPTS"]))
-    kind = outcome[0]
-    if kind == "ended":
+    reaped = get_store().reap(task_id, task_name, int(current_app.config["MAX_ATTEMPTS"]))
+    if reaped.outcome == Outcome.ENDED:
         _send_unsent(task_id, task_name, report)
         watches.forget_run(task_id, task_name)
-    elif kind == "gone":
+    elif reaped.outcome == Outcome.GONE:
         watches.forget_run(task_id, task_name)
-    elif kind == "alive":
-        status, token, lease_ms = outcome[1], outcome[2], int(outcome[3])
-        if status == documents.StageStatus.PENDING and not queues.run_job_alive(token, task_name):
+    elif reaped.outcome == Outcome.ALIVE:
+        if reaped.status == documents.StageStatus.PENDING and not queues.run_job_alive(reaped.token, task_name):
             # Claimed, but its job never reached RQ or was lost there.
-            queues.enqueue_run(task_id, task_name, token, again=True)
+            queues.enqueue_run(task_id, task_name, reaped.token, again=True)
             report.runs_requeued += 1
             report.actions.append(f"requeued {task_id}/{task_name}")
         else:
-            watches.watch_run(task_id, task_name, min(lease_ms, watches.lease_check_ms()))
-    elif kind == "rerun":
-        queues.enqueue_run(task_id, task_name, outcome[2])
+            watches.watch_run(task_id, task_name, min(reaped.lease_ms, watches.lease_check_ms()))
+    elif reaped.outcome == Outcome.RERUN:
+        queues.enqueue_run(task_id, task_name, reaped.token)
         report.runs_rerun += 1
-        report.actions.append(f"rerun {task_id}/{task_name} attempt {outcome[1]}")
-    elif kind == "failed":
-        input_json, error, delivery_ids = outcome[1], outcome[2], outcome[3:]
-        state = {"status": documents.StageStatus.FAILED.value, "error": error, "duration": None}
-        queues.enqueue_deliveries(
-            task_id, task_name, delivery_ids, documents.stage_view(task_name, state, input_json, None)
-        )
+        report.actions.append(f"rerun {task_id}/{task_name} attempt {reaped.attempt}")
+    elif reaped.outcome == Outcome.FAILED:
+        state = {"status": documents.StageStatus.FAILED.value, "error": reaped.error, "duration": None}
+        result = documents.stage_view(task_name, state, reaped.input_json, None)
+        queues.enqueue_deliveries(task_id, task_name, list(reaped.delivery_ids), result)
         watches.forget_run(task_id, task_name)
         report.runs_failed += 1
         report.actions.append(f"failed {task_id}/{task_name}")
@@ -103,7 +100,7 @@ def _send_unsent(task_id: str, task_name: str, report: SweepReport) -> None:
     unsent = [
         record["delivery_id"]
         for record in get_store().callback_records(task_id, task_name)
-        if record["status"] == "queued"
+        if record["status"] == documents.DeliveryStatus.QUEUED
         and not record.get("waiting")
         and not record.get("attempts")
         and not watches.delivery_watched(task_id, task_name, record["delivery_id"])
@@ -117,7 +114,7 @@ def _send_unsent(task_id: str, task_name: str, report: SweepReport) -> None:
 def _check_delivery(task_id: str, task_name: str, delivery_id: str, report: SweepReport) -> None:
     queues, watches = get_queues(), get_watches()
     record = get_store().delivery_record(task_id, task_name, delivery_id)
-    if record is None or record["status"] != "queued" or record.get("waiting"):
+    if record is None or record["status"] != documents.DeliveryStatus.QUEUED or record.get("waiting"):
         watches.forget_delivery(task_id, task_name, delivery_id)
         return
     try_number = record.get("attempts", 0) + 1

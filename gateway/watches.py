@@ -45,9 +45,14 @@ class Watches:
 
     # -- what the run scripts write themselves -------------------------------------
 
-    def claim_script_args(self, task_id: str, task_name: str) -> tuple[list[str], list[Any]]:
-        """The KEYS and ARGV ``claim_stage.lua`` appends to watch the run it claims."""
+    def watch_claim(self, task_id: str, task_name: str) -> tuple[list[str], list[Any]]:
+        """Watch the run a claim may start; returns the KEYS and ARGV ``claim_stage.lua``
+        appends to write the entry itself, in the same atomic step (and then a hit costs
+        no write). Where it cannot, the entry is written now, before the claim (one entry
+        per stage, however many requests): a process dying between a claim and its
+        enqueue must leave a trace the sweeper follows."""
         if not self.scripts_write_runs:
+            self.watch_run(task_id, task_name, self.lease_check_ms())
             return _NOTHING
         return self._script_keys, [keys.watch_member(task_id, task_name), self.run_lease_ms]
 
@@ -65,13 +70,6 @@ class Watches:
         return self._script_keys, [task_id, self.run_lease_ms]
 
     # -- a run's life, where the scripts did not write it --------------------------
-
-    def before_claim(self, task_id: str, task_name: str) -> None:
-        """A process dying between a claim and its enqueue must leave a trace the sweeper
-        follows: without the scripts, it is written before the claim (one entry per
-        stage, however many requests)."""
-        if not self.scripts_write_runs:
-            self.watch_run(task_id, task_name, self.lease_check_ms())
 
     def run_started(self, task_id: str, task_name: str) -> None:
         if not self.scripts_write_runs:  # otherwise start_run moved the entry itself
