@@ -150,4 +150,4 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             get_watches().forget_delivery(task_id, task_name, delivery_id)
         else:
             get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)
-        return status
+        return status.value
