@@ -12,7 +12,7 @@ import sys
 from rq import Queue, SimpleWorker
 
 from gateway.config import DEFAULTS
-from gateway.store import connect
+from gateway.connections import connect
 from gateway.worker import MAINTENANCE_INTERVAL_SECONDS
 
 if __name__ == "__main__":

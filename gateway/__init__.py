@@ -1,31 +1,37 @@
 """Single-Task Gateway: runs single-step tasks for REST callers, keeps every stage in
-Redis, reuses finished stages and pushes results to callback URLs."""
+Redis, reuses finished stages and pushes results to callback URLs.
+
+The app factory sits on top: nothing in the package imports it (``wsgi.py`` does)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from gateway.version import __version__
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["__version__", "create_app"]
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """The application factory: config, store, queues, task registry, API, CLI."""
-    from gateway import api, config, queues, scripts, signing, store, sweeper, tasks, tenancy, worker
+    """The application factory: config, Redis clients, store, queues, task registry, API, CLI."""
+    from flask import Flask
+
+    from gateway import api, cli, config, connections, queues, signing, store, tasks, tenancy, watches
     from gateway.api import jsonio
 
     app = Flask(__name__)
     config.load(app, test_config)
     app.json = jsonio.GatewayJSONProvider(app)
+    connections.init_app(app)
+    watches.init_app(app)
     store.init_app(app)
     queues.init_app(app)
     tasks.load_modules(app.config["TASK_MODULES"], demo_tasks=app.config["DEMO_TASKS"])
     tenancy.init_app(app)
     signing.init_app(app)
     api.init_app(app)
-    app.cli.add_command(scripts.scripts_cli)
-    app.cli.add_command(worker.worker_command)
-    app.cli.add_command(sweeper.sweep_command)
-    app.cli.add_command(signing.tenants_cli)
+    cli.init_app(app)
     return app

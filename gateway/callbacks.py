@@ -23,8 +23,9 @@ from standardwebhooks import Webhook
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from gateway import __version__, documents, jsontext, urlpolicy
+from gateway import documents, jsontext, urlpolicy
 from gateway.tenancy import public
+from gateway.version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -79,6 +80,29 @@ class Outcome:
     final: bool = False
     #: Seconds the receiver asked us to wait (Retry-After), if it did.
     retry_after: float | None = None
+
+
+def next_try(
+    outcome: Outcome, try_number: int, *, intervals: list[float], max_retry_after: float
+) -> tuple[documents.DeliveryStatus, float]:
+    """The retry schedule: what try ``try_number`` that ended with ``outcome`` leaves the
+    delivery (sent, failed, or queued for another try) and how many
+    seconds to wait before that next try (0 when there is none).
+
+    Try ``n`` is followed by try ``n + 1`` after ``intervals[n - 1]`` seconds
+    (``GATEWAY_CALLBACK_RETRY_INTERVALS``), or after the receiver's Retry-After when that
+    is longer, capped at ``max_retry_after`` (``GATEWAY_CALLBACK_MAX_RETRY_AFTER_SECONDS``).
+    A refusal that retrying cannot change (``Outcome.final``) or the last interval used
+    up fails the delivery.
+    """
+    if outcome.delivered:
+        return documents.DeliveryStatus.SENT, 0.0
+    if outcome.final or try_number > len(intervals):
+        return documents.DeliveryStatus.FAILED, 0.0
+    delay = float(intervals[try_number - 1])
+    if outcome.retry_after is not None:
+        delay = max(delay, min(outcome.retry_after, max_retry_after))
+    return documents.DeliveryStatus.QUEUED, delay
 
 
 class _Deadline:

@@ -22,6 +22,30 @@ class StageStatus(StrEnum):
     FAILED = "FAILED"
 
 
+class VerdictState(StrEnum):
+    """What the claim script decided for one create request (``reuse_info.state``)."""
+
+    MISS = "miss"
+    COMPLETED = "completed"
+    PENDING = "pending"
+    RUNNING = "running"
+    EMPTY_OUTPUT = "empty_output"
+    STALE = "stale"
+    FAILED = "failed"
+
+
+#: The verdicts answered from an existing stage; the others claim a run.
+HIT_STATES = frozenset({VerdictState.COMPLETED, VerdictState.PENDING, VerdictState.RUNNING})
+
+
+class DeliveryStatus(StrEnum):
+    """A callback record's status, as stored and shown (``callback_status``)."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
 #: Stage status (stored, upper case) → task status (API bodies, lower case).
 TASK_STATUS = {
     StageStatus.PENDING.value: "pending",
@@ -135,12 +159,12 @@ def find_callback(state: dict[str, Any], delivery_id: str) -> dict[str, Any] | N
 def reuse_info(task_name: str, state: str, input_matches: bool | None, cached_ms: float | None) -> dict:
     """``reuse_info`` of a create response, and of the callback that request asked for."""
     info: dict[str, Any] = {
-        "reuse_hit": state in ("completed", "pending", "running"),
+        "reuse_hit": state in HIT_STATES,
         "state": state,
         "task_name": task_name,
         "input_matches": input_matches,
     }
-    if state == "completed":
+    if state == VerdictState.COMPLETED:
         info["source"] = "redis"
         info["cached_at"] = iso(cached_ms)
     return info

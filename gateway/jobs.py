@@ -1,135 +1,41 @@
-"""RQ job functions. They take ids and plain data, never request state, and build what
-they need from the app (the worker pushes an app context; a bare ``rq worker`` gets one
-made here)."""
+"""The RQ entry points, ``run_stage`` and ``deliver`` (``jobguard`` runs no other function).
+
+They take ids and plain data, never request state, and build what they need from the app
+(``worker.job_app_context``: the worker's, or one made for a bare ``rq worker``).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flask import current_app, has_app_context
+from flask import current_app
 
-from gateway import callbacks, documents, jsontext, signing, tasks
+from gateway import callbacks, documents, jsontext, leases, signing, tasks
 from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.queues import get_queues
 from gateway.store import get_store
 from gateway.tenancy import public, tenant_of
+from gateway.watches import get_watches
+from gateway.worker import job_app_context
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
-_fallback_app = None
-
-
-@contextmanager
-def _app_context() -> Iterator[None]:
-    global _fallback_app
-    if has_app_context():
-        yield
-        return
-    if _fallback_app is None:
-        from gateway import create_app
-
-        _fallback_app = create_app()
-    with _fallback_app.app_context():
-        yield
-
-
-@dataclass(eq=False)
-class _Lease:
-    renew: Callable[[], bool]
-    interval: float  # seconds between renewals
-    due: float  # time.monotonic() of the next renewal
-    renewing: bool = False
-
-
-class _LeaseKeeper:
-    """One thread per process renews the lease of every run the process is running, each
-    every third of its lease.
-
-    A thread started and joined per run cost ~3% of a worker's CPU (and a GIL hand-off)
-    for the rare run that lasts a third of a lease. This thread sleeps until the next
-    renewal is due, so a run shorter than that costs a set insert and removal. It is
-    woken only when it has nothing to wait for, or a lease is due before its next look.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-        # A forked child (RQ's forking workers) has the state but not the thread.
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._cond = threading.Condition()
-        self._leases: set[_Lease] = set()
-        self._wake_at = math.inf  # when the thread looks next
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def hold(self, renew: Callable[[], bool], interval: float) -> Iterator[None]:
-        """Renew every ``interval`` seconds while the block runs; ``renew`` returns False
-        once the claim is gone. No renewal runs or starts after the block."""
-        lease = _Lease(renew, interval, time.monotonic() + interval)
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
-                self._thread.start()
-            self._leases.add(lease)
-            if lease.due < self._wake_at:
-                self._cond.notify_all()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._leases.discard(lease)
-                while lease.renewing:
-                    self._cond.wait()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = [lease for lease in self._leases if lease.due <= now]
-                if not due:
-                    self._wake_at = min((lease.due for lease in self._leases), default=math.inf)
-                    self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
-                    continue
-                for lease in due:
-                    lease.renewing = True
-                    lease.due = now + lease.interval
-            for lease in due:  # outside the lock: a slow Redis must not hold up the runs
-                keep = True
-                try:
-                    keep = lease.renew()
-                except Exception:  # a Redis hiccup must not end the renewals; the next one retries
-                    log.warning("lease renewal failed", exc_info=True)
-                with self._cond:
-                    lease.renewing = False
-                    if not keep:  # claim lost (cancelled or superseded): the finish will be ignored
-                        self._leases.discard(lease)
-                    self._cond.notify_all()
-
-
-_leases = _LeaseKeeper()
-
 
 def _renewal(store: Store, task_id: str, task_name: str, token: str) -> Callable[[], bool]:
-    queues = get_queues()
+    watches = get_watches()
 
     def renew() -> bool:
         if not store.renew(task_id, task_name, token):
             return False
-        queues.watch_run(task_id, task_name, queues.lease_check_ms())
+        watches.run_renewed(task_id, task_name)
         return True
 
     return renew
@@ -158,28 +64,27 @@ def safe_text(text: str, limit: int = 2000) -> str:
 
 def run_stage(task_id: str, task_name: str, token: str) -> str:
     """Run one claimed stage: RUNNING, handler with its lease renewed, SUCCESS or FAILED, callbacks."""
-    with _app_context():
+    with job_app_context():
         store = get_store()
         try:
-            attempt, input_json = store.start(task_id, task_name, token)
+            run = store.start(task_id, task_name, token)
         except (ClaimLost, DocumentGone) as error:
             return f"skipped: {type(error).__name__} {error}"
 
-        queues = get_queues()
-        if not store.watches_runs:  # otherwise start_run moved the watch entry itself
-            queues.watch_run(task_id, task_name, queues.lease_check_ms())
+        watches = get_watches()
+        watches.run_started(task_id, task_name)
         handler = tasks.get_handler(task_name)
         # The caller's own id: the store id's tenant prefix is the gateway's business.
         context = tasks.TaskContext(
-            task_id=public(task_id), task_name=task_name, attempt=attempt, tenant=tenant_of(task_id)
+            task_id=public(task_id), task_name=task_name, attempt=run.attempt, tenant=tenant_of(task_id)
         )
         output_json, error = None, None
         started = time.perf_counter()
-        with _leases.hold(_renewal(store, task_id, task_name, token), store.run_lease_ms / 3000):
+        with leases.keeper.hold(_renewal(store, task_id, task_name, token), store.run_lease_ms / 3000):
             try:
                 if handler is None:
                     raise LookupError(f"task {task_name!r} is not registered in this worker")
-                output = handler(json.loads(input_json), context)
+                output = handler(json.loads(run.input_json), context)
                 output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
             except Exception as exc:  # the handler's failure is the stage's result
                 error = safe_text(f"{type(exc).__name__}: {exc}")
@@ -193,36 +98,22 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
         if due:
             result = documents.stage_view(
-                task_name, {"status": status.value, "error": error, "duration": duration}, input_json, output_json
+                task_name, {"status": status.value, "error": error, "duration": duration}, run.input_json, output_json
             )
-            enqueue_deliveries(task_id, task_name, due, result)
-        # Only now: until its deliveries are queued, the run's watch entry lets the
-        # sweeper find them if this process dies. With none due, finish_run dropped it.
-        if due or not store.watches_runs:
-            queues.forget_run(task_id, task_name)
+            get_queues().enqueue_deliveries(task_id, task_name, due, result)
+        watches.run_finished(task_id, task_name, deliveries_queued=bool(due))
         return status.value
-
-
-def enqueue_deliveries(task_id: str, task_name: str, delivery_ids: list[str], result: dict) -> None:
-    """Queue the deliveries that just became due, each carrying the result as it is now:
-    a rerun that starts before a delivery is made must not change what it reports."""
-    if not delivery_ids:
-        return
-    result_json = jsontext.dumps(result)  # UTF-8 in the queued job too
-    queues = get_queues()
-    for delivery_id in delivery_ids:
-        queues.enqueue_delivery(task_id, task_name, delivery_id, result_json)
 
 
 def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:
     """Make one try of one delivery, record it, and schedule the next try if needed."""
-    with _app_context():
+    with job_app_context():
         config = current_app.config
         store = get_store()
         entry = store.delivery_record(task_id, task_name, delivery_id)
         if entry is None:
             return "gone"
-        if entry["status"] != "queued" or entry.get("attempts", 0) >= try_number:
+        if entry["status"] != documents.DeliveryStatus.QUEUED or entry.get("attempts", 0) >= try_number:
             return "already done"  # a duplicate job for a try that was made
 
         try:
@@ -240,14 +131,12 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             # the result that the sweeper sends again and again.
             log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
             outcome = callbacks.Outcome(False, error=f"internal error: {type(error).__name__}: {error}")
-        intervals = config["CALLBACK_RETRY_INTERVALS"]
-        retries_left = try_number <= len(intervals)
-        if outcome.delivered:
-            status = "sent"
-        elif outcome.final or not retries_left:
-            status = "failed"
-        else:
-            status = "queued"
+        status, delay = callbacks.next_try(
+            outcome,
+            try_number,
+            intervals=config["CALLBACK_RETRY_INTERVALS"],
+            max_retry_after=float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"]),
+        )
         store.record_delivery(
             task_id,
             task_name,
@@ -257,11 +146,8 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             status_code=outcome.status_code,
             error=safe_text(outcome.error) if outcome.error else None,
         )
-        if status != "queued":
-            get_queues().forget_delivery(task_id, task_name, delivery_id)
+        if status != documents.DeliveryStatus.QUEUED:
+            get_watches().forget_delivery(task_id, task_name, delivery_id)
         else:
-            delay = float(intervals[try_number - 1])
-            if outcome.retry_after is not None:
-                delay = max(delay, min(outcome.retry_after, float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"])))
             get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)
-        return status
+        return status.value

@@ -24,10 +24,11 @@ def task_document(task_id: str) -> str:
 # The two watch lists live in the queue Redis, beside RQ's own keys. Each is a sorted set
 # scored by the time (epoch ms) at which the sweeper should look at a member; a member is
 # a hint, and the sweeper checks the document before it acts. When the queue Redis is the
-# store Redis (``Store.watches_runs``; never so with a Redis Cluster store, which RQ cannot
-# share), the run scripts (claim_stage, retry_task, start_run, finish_run) keep ``run_watch``
-# in the same atomic step; otherwise the web process and the worker write it themselves,
-# and every script stays within one task's slot (docs/DESIGN.md, "Redis layout").
+# store Redis (``watches.Watches.scripts_write_runs``; never so with a Redis Cluster
+# store, which RQ cannot share), the run scripts (claim_stage, retry_task, start_run,
+# finish_run) keep ``run_watch`` in the same atomic step; otherwise the web process and
+# the worker write it themselves, and every script stays within one task's slot
+# (docs/DESIGN.md, "Redis layout").
 
 
 def run_watch() -> str:

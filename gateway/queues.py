@@ -1,4 +1,5 @@
-"""The RQ side: one queue per node for runs, one queue for callback deliveries.
+"""The RQ side: one queue per node for runs, one queue for callback deliveries, and the
+enqueues that serve them (with their watch entries, ``watches``).
 
 Job ids are derived from what they serve (the run's claim token, the delivery id and
 try number). Delivery tries are enqueued ``unique``, so the same try twice is refused:
@@ -18,12 +19,16 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
-from gateway import keys, store, tasks
+from gateway import jsontext, tasks
+from gateway.connections import get_connections
 from gateway.jobguard import SERIALIZER, GatewayJob
+from gateway.watches import get_watches
 
 if TYPE_CHECKING:
     from flask import Flask
     from redis import Redis
+
+    from gateway.watches import Watches
 
 CALLBACK_QUEUE = "callbacks"
 # One delivery try is one HTTP request with its own timeout; this is only a backstop.
@@ -36,14 +41,10 @@ DELIVERY_FAILURE_TTL = 300
 
 
 class Queues:
-    def __init__(self, connection: Redis, config: dict[str, Any]) -> None:
+    def __init__(self, connection: Redis, config: dict[str, Any], watches: Watches) -> None:
         self.connection = connection
+        self.watches = watches
         self.job_timeout = int(config["JOB_TIMEOUT_SECONDS"])
-        self.run_lease_ms = int(float(config["RUN_LEASE_SECONDS"]) * 1000)
-        # A delivery try ends within its HTTP timeout; past this it was lost.
-        self.delivery_grace_ms = int(
-            (float(config["CALLBACK_TIMEOUT_SECONDS"]) + float(config["DELIVERY_GRACE_SECONDS"])) * 1000
-        )
         self._queues: dict[str, Queue] = {}
 
     def get(self, name: str) -> Queue:
@@ -64,7 +65,7 @@ class Queues:
         job_id = run_job_id(token, task_name)
         with self.connection.pipeline() as pipe:
             pipe.multi()  # explicit, or RQ would start the transaction after our ZADD and fail
-            pipe.zadd(keys.run_watch(), {keys.watch_member(task_id, task_name): self.lease_check_ms()})
+            self.watches.watch_run_in(pipe, task_id, task_name)
             self.get(tasks.node_of(task_name)).enqueue(
                 "gateway.jobs.run_stage",
                 task_id,
@@ -82,24 +83,20 @@ class Queues:
             )
             pipe.execute()
 
-    def lease_check_ms(self) -> int:
-        """When to look at a run that gives no sign of life: one run lease from now."""
-        return _now_ms() + self.run_lease_ms
-
     def run_job_alive(self, token: str, task_name: str) -> bool:
         """Whether the run's job is waiting in RQ or was taken by a worker within a lease."""
-        return _job_alive(self.connection, run_job_id(token, task_name), self.run_lease_ms)
-
-    def watch_run(self, task_id: str, task_name: str, check_at_ms: int) -> None:
-        self.connection.zadd(keys.run_watch(), {keys.watch_member(task_id, task_name): check_at_ms})
-
-    def forget_run(self, task_id: str, task_name: str) -> None:
-        self.connection.zrem(keys.run_watch(), keys.watch_member(task_id, task_name))
-
-    def due_runs(self, now_ms: int, limit: int) -> list[tuple[str, ...]]:
-        return self._due(keys.run_watch(), now_ms, limit)
+        return _job_alive(self.connection, run_job_id(token, task_name), self.watches.run_lease_ms)
 
     # -- deliveries --------------------------------------------------------------
+
+    def enqueue_deliveries(self, task_id: str, task_name: str, delivery_ids: list[str], result: dict) -> None:
+        """Queue the deliveries that just became due, each carrying the result as it is
+        now: a rerun that starts before a delivery is made must not change what it reports."""
+        if not delivery_ids:
+            return
+        result_json = jsontext.dumps(result)  # UTF-8 in the queued job too
+        for delivery_id in delivery_ids:
+            self.enqueue_delivery(task_id, task_name, delivery_id, result_json)
 
     def enqueue_delivery(
         self,
@@ -120,8 +117,7 @@ class Queues:
             # at least ``delay`` (a receiver's Retry-After is a promise to keep).
             due = datetime.fromtimestamp(math.ceil(time.time() + delay), UTC)
             due_ms = int(due.timestamp() * 1000)
-        member = keys.watch_member(task_id, task_name, delivery_id)
-        self.connection.zadd(keys.delivery_watch(), {member: due_ms + self.delivery_grace_ms})
+        self.watches.watch_delivery(task_id, task_name, delivery_id, due_ms)
         job_id = delivery_job_id(delivery_id, try_number)
         self._enqueue(
             self.get(CALLBACK_QUEUE),
@@ -144,27 +140,9 @@ class Queues:
         return job if job.refusal() is None else None
 
     def delivery_job_alive(self, job: Job | None) -> bool:
-        return job is not None and _job_alive(self.connection, job.id, self.delivery_grace_ms)
-
-    def watch_delivery_later(self, task_id: str, task_name: str, delivery_id: str) -> None:
-        member = keys.watch_member(task_id, task_name, delivery_id)
-        self.connection.zadd(keys.delivery_watch(), {member: _now_ms() + self.delivery_grace_ms})
-
-    def delivery_watched(self, task_id: str, task_name: str, delivery_id: str) -> bool:
-        member = keys.watch_member(task_id, task_name, delivery_id)
-        return self.connection.zscore(keys.delivery_watch(), member) is not None
-
-    def forget_delivery(self, task_id: str, task_name: str, delivery_id: str) -> None:
-        self.connection.zrem(keys.delivery_watch(), keys.watch_member(task_id, task_name, delivery_id))
-
-    def due_deliveries(self, now_ms: int, limit: int) -> list[tuple[str, ...]]:
-        return self._due(keys.delivery_watch(), now_ms, limit)
+        return job is not None and _job_alive(self.connection, job.id, self.watches.delivery_grace_ms)
 
     # -- shared ------------------------------------------------------------------
-
-    def _due(self, key: str, now_ms: int, limit: int) -> list[tuple[str, ...]]:
-        members = self.connection.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)
-        return [tuple(member.decode().split("\t")) for member in members]
 
     def _enqueue(
         self,
@@ -247,5 +225,5 @@ def get_queues(app: Flask | None = None) -> Queues:
 
 
 def init_app(app: Flask) -> None:
-    connection = store.connect(app.config["QUEUE_REDIS_URL"], app.config, decode_responses=False)
-    app.extensions["gateway.queues"] = Queues(connection, app.config)
+    """Needs ``connections.init_app`` and ``watches.init_app`` first."""
+    app.extensions["gateway.queues"] = Queues(get_connections(app).queue, app.config, get_watches(app))

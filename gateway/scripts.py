@@ -1,4 +1,5 @@
-"""The Lua scripts of ``lua/``: registered once per client, called by SHA, loaded by operators."""
+"""The Lua scripts of ``lua/``: registered once per client, called by SHA, loaded by operators
+(``cli``: ``scripts load``/``scripts check``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
-from flask.cli import AppGroup
-from redis.exceptions import NoPermissionError, NoScriptError, RedisError
+from redis.exceptions import NoPermissionError, NoScriptError
 
 from gateway.exceptions import ScriptsNotLoaded
 
@@ -88,41 +87,8 @@ def rq_sources() -> dict[str, str]:
     return {f"rq:{name.removesuffix('_SCRIPT').lower()}": getattr(rq_scripts, name) for name in names}
 
 
-def _targets() -> list[tuple[Redis, dict[str, str]]]:
-    """(client, name → source) for the store Redis and the queue Redis."""
-    from gateway.queues import get_queues
-    from gateway.store import get_redis
-
-    return [(get_redis(), read_sources()), (get_queues().connection, rq_sources())]
-
-
-scripts_cli = AppGroup("scripts", help="Load or check the Lua scripts (the gateway's and RQ's) in Redis.")
-
-
-@scripts_cli.command("load")
-def load_command() -> None:
-    """Load every Lua script into Redis and print its name and SHA."""
-    try:
-        for client, sources in _targets():
-            for name, sha in load_all(client, sources).items():
-                click.echo(f"{name} {sha}")
-    except RedisError as error:
-        raise click.ClickException(f"could not load scripts: {error}") from error
-
-
-@scripts_cli.command("check")
-def check_command() -> None:
-    """Exit non-zero unless every Lua script is loaded in Redis."""
-    missing = []
-    try:
-        for client, sources in _targets():
-            shas = {name: client.register_script(source).sha for name, source in sources.items()}
-            present = client.script_exists(*shas.values())
-            for (name, sha), ok in zip(shas.items(), present, strict=True):
-                click.echo(f"{name} {sha} {'loaded' if ok else 'MISSING'}")
-                if not ok:
-                    missing.append(name)
-    except RedisError as error:
-        raise click.ClickException(f"could not check scripts: {error}") from error
-    if missing:
-        raise click.ClickException(f"{len(missing)} script(s) missing: {', '.join(missing)}; run `{LOAD_COMMAND}`.")
+def check_loaded(client: Redis, sources: dict[str, str]) -> list[tuple[str, str, bool]]:
+    """(name, SHA, whether Redis holds it) for each of ``sources`` (``SCRIPT EXISTS``)."""
+    shas = {name: client.register_script(source).sha for name, source in sources.items()}
+    present = client.script_exists(*shas.values())
+    return [(name, sha, bool(ok)) for (name, sha), ok in zip(shas.items(), present, strict=True)]

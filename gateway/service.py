@@ -12,7 +12,6 @@ from redis.exceptions import RedisError
 
 from gateway import documents
 from gateway.exceptions import ClaimLost, DocumentGone
-from gateway.jobs import enqueue_deliveries
 from gateway.queues import get_queues
 from gateway.store import Verdict, get_store
 
@@ -20,12 +19,8 @@ from gateway.store import Verdict, get_store
 def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None) -> Verdict:
     """Claim the stage and start what the verdict asks for; the verdict is what the answer tells."""
     store, queues = get_store(), get_queues()
-    # A process dying between the claim and its enqueue must leave a trace the sweeper
-    # follows. The claim script writes it when the watch list is in the store's Redis (the
-    # usual single-Redis setup, and then a hit costs no write here); otherwise it is
-    # written before the claim: one entry per stage, however many requests.
-    if not store.watches_runs:
-        queues.watch_run(task_id, task_name, queues.lease_check_ms())
+    # The claim also leaves the trace the sweeper follows if this process dies before
+    # the enqueue below (``Watches.watch_claim``).
     verdict = store.claim(task_id, task_name, input_data, callback)
     if not verdict.hit:
         try:
@@ -40,27 +35,28 @@ def create_task(task_id: str, task_name: str, input_data: dict, callback: str | 
             raise
     elif verdict.delivery_due:
         result = documents.stage_view(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
-        enqueue_deliveries(task_id, task_name, [verdict.delivery_id], result)
+        queues.enqueue_deliveries(task_id, task_name, [verdict.delivery_id], result)
     return verdict
 
 
 def cancel_task(task_id: str) -> list[str]:
     """Fail the task's live stages and tell their subscribers; the names of those stages."""
-    cancelled, due = get_store().cancel(task_id)
-    for task_name, input_json in cancelled.items():
+    cancelled = get_store().cancel(task_id)
+    queues = get_queues()
+    for task_name, input_json in cancelled.inputs.items():
         state = {"status": documents.StageStatus.FAILED.value, "error": "cancelled", "duration": None}
         result = documents.stage_view(task_name, state, input_json, None)
-        enqueue_deliveries(task_id, task_name, [d for name, d in due if name == task_name], result)
-    return list(cancelled)
+        queues.enqueue_deliveries(task_id, task_name, [d for name, d in cancelled.due if name == task_name], result)
+    return list(cancelled.inputs)
 
 
 def retry_task(task_id: str) -> list[str]:
     """Run the task's failed stages again; the names of those stages."""
-    token, retried = get_store().retry(task_id)
+    retried = get_store().retry(task_id)
     queues = get_queues()
-    for task_name in retried:
-        queues.enqueue_run(task_id, task_name, token)
-    return retried
+    for task_name in retried.task_names:
+        queues.enqueue_run(task_id, task_name, retried.token)
+    return retried.task_names
 
 
 def delete_task(task_id: str, *, force: bool) -> None:

@@ -25,9 +25,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import click
 from flask import current_app
-from flask.cli import with_appcontext
 
 from gateway.exceptions import ConfigError
 from gateway.tenancy import tenant_of
@@ -101,31 +99,24 @@ def secrets_for(store_id: str) -> list[str]:
     return get_signing().for_tenant(tenant_of(store_id))
 
 
-@click.group("tenants")
-def tenants_cli() -> None:
-    """Tenants (GATEWAY_API_TOKENS)."""
-
-
-@tenants_cli.command("secret")
-@click.argument("tenant")
-@with_appcontext
-def secret_command(tenant: str) -> None:
-    """Print TENANT's current callback signing secret (one line), for its receiver."""
+def current_secret(tenant: str) -> str:
+    """The secret a tenant's receiver verifies with now (``tenants secret``); LookupError
+    says why there is none."""
     tenants = set(current_app.extensions["gateway.tokens"].values())
     if tenant not in tenants:
         if not tenants:
-            raise click.ClickException(
+            raise LookupError(
                 "GATEWAY_API_TOKENS is not set, so there are no tenants: every callback is signed "
                 "with GATEWAY_CALLBACK_SIGNING_SECRET itself"
             )
-        raise click.ClickException(f"unknown tenant {tenant!r}: no token in GATEWAY_API_TOKENS names it")
+        raise LookupError(f"unknown tenant {tenant!r}: no token in GATEWAY_API_TOKENS names it")
     secrets = get_signing().for_tenant(tenant)
     if not secrets:
-        raise click.ClickException(
+        raise LookupError(
             f"tenant {tenant!r} has no signing secret: set GATEWAY_CALLBACK_SIGNING_SECRET "
             "(or GATEWAY_TENANT_SIGNING_SECRETS for this tenant)"
         )
-    click.echo(secrets[0])
+    return secrets[0]
 
 
 def init_app(app: Flask) -> None:

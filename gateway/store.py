@@ -16,27 +16,22 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import current_app
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from gateway import documents, keys
-from gateway.exceptions import (
-    CallbackRecordsTooLarge,
-    ClaimLost,
-    DocumentGone,
-    StageNotFound,
-    TaskBusy,
-    TaskNotFound,
-    TooManyCallbacks,
-    TooManyStages,
-)
+from gateway.connections import get_connections
+from gateway.exceptions import StageNotFound
+from gateway.replies import CLAIM_REFUSALS, Cancelled, Outcome, Reaped, Retried, Started, outcome_error
 from gateway.scripts import Scripts
 from gateway.tenancy import public
+from gateway.watches import get_watches
 
 if TYPE_CHECKING:
     from flask import Flask
 
-HIT_STATES = ("completed", "pending", "running")
+    from gateway.watches import Watches
+
+#: Claim reply → verdict state: a dict lookup, the cheapest way to the enum member.
+_VERDICT_STATES = {state.value: state for state in documents.VerdictState}
 #: Delivery attempts listed in a callback record (1 try + 5 retries by default fit).
 MAX_TRIES_KEPT = 20
 #: Characters of a try's error kept in a callback record: with MAX_TRIES_KEPT, what one
@@ -50,8 +45,7 @@ class Verdict:
 
     task_id: str
     task_name: str
-    #: miss | completed | pending | running | empty_output | stale | failed
-    state: str
+    state: documents.VerdictState
     #: Whether the request's input equals the stored stage's input; None on a miss.
     input_matches: bool | None
     #: The stage state after the write (status, attempt, token, timestamps, callbacks).
@@ -65,7 +59,7 @@ class Verdict:
 
     @property
     def hit(self) -> bool:
-        return self.state in HIT_STATES
+        return self.state in documents.HIT_STATES
 
     @property
     def token(self) -> str:
@@ -73,12 +67,13 @@ class Verdict:
 
     @property
     def cached_ms(self) -> float | None:
-        return self.stage.get("finished_ms") if self.state == "completed" else None
+        return self.stage.get("finished_ms") if self.state == documents.VerdictState.COMPLETED else None
 
 
 class Store:
-    def __init__(self, client: redis.Redis, config: dict[str, Any]) -> None:
+    def __init__(self, client: redis.Redis, config: dict[str, Any], watches: Watches) -> None:
         self.client = client
+        self.watches = watches
         self.scripts = Scripts(client)
         self.ttl = int(config["TASK_TTL_SECONDS"])
         self.queue_lease_ms = int(float(config["QUEUE_LEASE_SECONDS"]) * 1000)
@@ -86,25 +81,26 @@ class Store:
         self.max_stages = int(config["MAX_STAGES_PER_TASK"])
         self.max_callbacks = int(config["MAX_CALLBACKS_PER_STAGE"])
         self.max_callback_bytes = int(config["MAX_CALLBACK_BYTES_PER_STAGE"])
-        #: Whether the claim script adds a claimed run to the run watch list itself: only
-        #: possible when the queues (which hold that list) live in this very Redis.
-        self.watches_runs = config["QUEUE_REDIS_URL"] == config["REDIS_URL"]
+        #: The bound each refusal of the claim script hit.
+        self._claim_limits = {
+            Outcome.TOO_MANY_STAGES: self.max_stages,
+            Outcome.TOO_MANY_CALLBACKS: self.max_callbacks,
+            Outcome.CALLBACK_RECORDS_TOO_LARGE: self.max_callback_bytes,
+        }
 
     # -- writes, each one script -------------------------------------------------
 
     def claim(self, task_id: str, task_name: str, input_data: dict, callback_url: str | None) -> Verdict:
-        """Decide the reuse verdict and write what it needs, in one script call."""
+        """Decide the reuse verdict and write what it needs, in one script call (and,
+        where the script cannot write the run's watch entry, one write before it)."""
         input_json = documents.canonical_json(input_data)
         # A stage stored before UTF-8 storage holds the ASCII form of the same input.
         ascii_json = documents.ascii_canonical_json(input_data, input_json) or ""
         token, delivery_id = _two_ids()
-        script_keys, watch_args = [keys.task_document(task_id)], []
-        if self.watches_runs:
-            script_keys.append(keys.run_watch())
-            watch_args = [keys.watch_member(task_id, task_name), self.run_lease_ms]
+        watch_keys, watch_args = self.watches.watch_claim(task_id, task_name)
         result = self.scripts(
             "claim_stage",
-            script_keys,
+            [keys.task_document(task_id), *watch_keys],
             [
                 task_name,
                 input_json,
@@ -121,26 +117,12 @@ class Store:
             ],
         )
         state, matches, stage_json, stored_input, stored_output, delivery_id, due = result
-        if state == "too_many_stages":
-            raise TooManyStages(
-                f"task {public(task_id)!r} already holds {self.max_stages} stages, the most allowed",
-                {"limit": self.max_stages},
-            )
-        if state == "too_many_callbacks":
-            raise TooManyCallbacks(
-                f"stage {task_name!r} already holds {self.max_callbacks} undelivered callbacks",
-                {"limit": self.max_callbacks},
-            )
-        if state == "callback_records_too_large":
-            raise CallbackRecordsTooLarge(
-                f"stage {task_name!r} has no room for another callback record: its records would take more "
-                f"than {self.max_callback_bytes} bytes, and only finished ones are forgotten to make room",
-                {"limit_bytes": self.max_callback_bytes},
-            )
+        if state in CLAIM_REFUSALS:
+            raise outcome_error(state, task_id, task_name=task_name, limit=self._claim_limits[state])
         return Verdict(
             task_id=public(task_id),
             task_name=task_name,
-            state=state,
+            state=_VERDICT_STATES[state],
             input_matches=None if matches == "" else matches == "1",
             stage=json.loads(stage_json),
             input_json=stored_input,
@@ -149,26 +131,29 @@ class Store:
             delivery_due=due == "1",
         )
 
-    def start(self, task_id: str, task_name: str, token: str) -> tuple[int, str]:
-        """Mark the run RUNNING; returns (attempt, input JSON). Raises ClaimLost/DocumentGone.
+    def start(self, task_id: str, task_name: str, token: str) -> Started:
+        """Mark the run RUNNING. Raises ClaimLost/DocumentGone.
 
-        With ``watches_runs``, the run's watch entry moves to the end of its lease in the
-        same step; otherwise the caller moves it."""
-        script_keys, args = [keys.task_document(task_id)], [task_name, token, self.run_lease_ms, self.ttl]
-        if self.watches_runs:
-            script_keys.append(keys.run_watch())
-            args.append(keys.watch_member(task_id, task_name))
-        result = self.scripts("start_run", script_keys, args)
-        _raise_unless_ok(result[0])
-        return int(result[1]), result[2]
+        The run's watch entry moves to the end of its lease in the same step, when the
+        script may write it (``watches``); otherwise the caller moves it."""
+        watch_keys, watch_args = self.watches.run_script_args(task_id, task_name)
+        result = self.scripts(
+            "start_run",
+            [keys.task_document(task_id), *watch_keys],
+            [task_name, token, self.run_lease_ms, self.ttl, *watch_args],
+        )
+        if result[0] != Outcome.OK:
+            raise outcome_error(result[0], task_id)
+        return Started.parse(result)
 
-    def reap(self, task_id: str, task_name: str, max_lost: int) -> list[str]:
-        """Re-claim or fail a run whose lease is over; see ``lua/reap_run.lua`` for the answer."""
-        return self.scripts(
+    def reap(self, task_id: str, task_name: str, max_lost: int) -> Reaped:
+        """Re-claim or fail a run whose lease is over (``lua/reap_run.lua``)."""
+        result = self.scripts(
             "reap_run",
             [keys.task_document(task_id)],
             [task_name, uuid.uuid4().hex, max_lost, self.queue_lease_ms, self.ttl],
         )
+        return Reaped.parse(result)
 
     def renew(self, task_id: str, task_name: str, token: str) -> bool:
         """Extend a RUNNING run's lease; False once its claim is gone."""
@@ -191,16 +176,18 @@ class Store:
     ) -> list[str]:
         """End the run SUCCESS (output) or FAILED (error); returns the deliveries now due.
 
-        With ``watches_runs`` and no delivery due, the run's watch entry is dropped in the
-        same step; otherwise the caller drops it once it queued the deliveries."""
+        With no delivery due, the run's watch entry is dropped in the same step when the
+        script may write it (``watches``); otherwise the caller drops it
+        (``Watches.run_finished``) once it queued the deliveries."""
         status = documents.StageStatus.SUCCESS if error is None else documents.StageStatus.FAILED
-        script_keys = [keys.task_document(task_id)]
-        args = [task_name, token, status.value, output_json or "", error or "", round(duration, 6), self.ttl]
-        if self.watches_runs:
-            script_keys.append(keys.run_watch())
-            args.append(keys.watch_member(task_id, task_name))
-        result = self.scripts("finish_run", script_keys, args)
-        _raise_unless_ok(result[0])
+        watch_keys, watch_args = self.watches.run_script_args(task_id, task_name)
+        result = self.scripts(
+            "finish_run",
+            [keys.task_document(task_id), *watch_keys],
+            [task_name, token, status.value, output_json or "", error or "", round(duration, 6), self.ttl, *watch_args],
+        )
+        if result[0] != Outcome.OK:
+            raise outcome_error(result[0], task_id)
         return list(result[1:])
 
     def record_delivery(
@@ -209,7 +196,7 @@ class Store:
         task_name: str,
         delivery_id: str,
         *,
-        status: str,
+        status: documents.DeliveryStatus,
         attempts: int,
         status_code: int | None,
         error: str | None,
@@ -221,49 +208,37 @@ class Store:
         )
         return recorded == 1
 
-    def cancel(self, task_id: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
-        """Cancel live stages; returns ({task_name: input JSON}, [(task_name, delivery_id) due])."""
+    def cancel(self, task_id: str) -> Cancelled:
+        """Cancel the live stages; the deliveries waiting on them become due."""
         result = self.scripts("cancel_task", [keys.task_document(task_id)], [self.ttl])
-        if result[0] == "missing":
-            raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
-        cancelled, due = {}, []
-        triples = result[1:]
-        for i in range(0, len(triples), 3):
-            kind, task_name, value = triples[i : i + 3]
-            if kind == "stage":
-                cancelled[task_name] = value
-            else:
-                due.append((task_name, value))
-        return cancelled, due
+        if result[0] != Outcome.OK:
+            raise outcome_error(result[0], task_id)
+        return Cancelled.parse(result)
 
     def delete(self, task_id: str, *, force: bool) -> None:
         result = self.scripts("delete_task", [keys.task_document(task_id)], ["1" if force else "0"])
-        if result[0] == "missing":
-            raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
-        if result[0] == "busy":
-            raise TaskBusy(
-                f"task {public(task_id)!r} has pending or running stages; cancel them or pass force",
-                {"stages": list(result[1:])},
-            )
+        if result[0] != Outcome.DELETED:
+            raise outcome_error(result[0], task_id, stages=list(result[1:]))
 
-    def retry(self, task_id: str) -> tuple[str, list[str]]:
-        """Claim every FAILED stage again; returns (token, task names)."""
+    def retry(self, task_id: str) -> Retried:
+        """Claim every FAILED stage again, all under one new token."""
         token = uuid.uuid4().hex
-        script_keys, args = [keys.task_document(task_id)], [token, self.queue_lease_ms, self.ttl]
-        if self.watches_runs:  # the script writes each stage's keys.watch_member(task_id, name)
-            script_keys.append(keys.run_watch())
-            args += [task_id, self.run_lease_ms]
-        result = self.scripts("retry_task", script_keys, args)
-        if result[0] == "missing":
-            raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
-        return token, sorted(result[1:])
+        watch_keys, watch_args = self.watches.retry_script_args(task_id)
+        result = self.scripts(
+            "retry_task",
+            [keys.task_document(task_id), *watch_keys],
+            [token, self.queue_lease_ms, self.ttl, *watch_args],
+        )
+        if result[0] != Outcome.OK:
+            raise outcome_error(result[0], task_id)
+        return Retried(token, sorted(result[1:]))
 
     # -- reads ---------------------------------------------------------------------
 
     def read_fields(self, task_id: str) -> dict[str, str]:
         fields = self.client.hgetall(keys.task_document(task_id))
         if not fields:
-            raise TaskNotFound(f"task {public(task_id)!r} not found", {"task_id": public(task_id)})
+            raise outcome_error(Outcome.MISSING, task_id)
         return fields
 
     def read(self, task_id: str) -> dict[str, Any]:
@@ -311,26 +286,6 @@ def _try_error(error: str | None) -> str:
     return error if len(error) <= MAX_TRY_ERROR_CHARS else error[: MAX_TRY_ERROR_CHARS - 1] + "…"
 
 
-def _raise_unless_ok(outcome: str) -> None:
-    if outcome == "gone":
-        raise DocumentGone()
-    if outcome in ("superseded", "running"):
-        raise ClaimLost(outcome)
-
-
-def connect(url: str, config: dict[str, Any], *, decode_responses: bool) -> redis.Redis:
-    """A client that fails fast: a request must answer 503 in seconds, not hang."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=decode_responses,
-        socket_connect_timeout=float(config["REDIS_CONNECT_TIMEOUT_SECONDS"]),
-        socket_timeout=float(config["REDIS_SOCKET_TIMEOUT_SECONDS"]),
-        # One quick retry covers a pooled connection that a Redis restart closed.
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
-
-
 def get_store(app: Flask | None = None) -> Store:
     app = app or current_app
     return app.extensions["gateway.store"]
@@ -341,5 +296,5 @@ def get_redis(app: Flask | None = None) -> redis.Redis:
 
 
 def init_app(app: Flask) -> None:
-    client = connect(app.config["REDIS_URL"], app.config, decode_responses=True)
-    app.extensions["gateway.store"] = Store(client, app.config)
+    """Needs ``connections.init_app`` and ``watches.init_app`` first."""
+    app.extensions["gateway.store"] = Store(get_connections(app).store, app.config, get_watches(app))

@@ -2,7 +2,7 @@
 
 Each worker runs a sweeper thread (``flask --app wsgi worker``); ``flask --app wsgi
 sweep`` runs one pass. It reads only the members of the two watch lists whose time has
-come (``keys.run_watch``, ``keys.delivery_watch``): the cost grows with the work that is
+come (``watches``): the cost grows with the work that is
 overdue, never with the keyspace. Every action is checked against the task document by a
 script or a record, so several sweepers at once do no harm.
 """
@@ -16,14 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import click
 from flask import current_app
-from flask.cli import with_appcontext
 
 from gateway import documents
-from gateway.jobs import enqueue_deliveries
 from gateway.queues import get_queues
+from gateway.replies import Outcome
 from gateway.store import get_store
+from gateway.watches import get_watches
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -43,48 +42,53 @@ class SweepReport:
     deliveries_requeued: int = 0
     actions: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        return (
+            f"runs checked {self.runs_checked}, requeued {self.runs_requeued}, rerun {self.runs_rerun}, "
+            f"failed {self.runs_failed}; deliveries checked {self.deliveries_checked}, "
+            f"requeued {self.deliveries_requeued}"
+        )
+
 
 def sweep_once() -> SweepReport:
     """One pass over everything overdue now (in batches of 100 per list)."""
     report = SweepReport()
     now_ms = int(time.time() * 1000)
-    queues = get_queues()
-    for task_id, task_name in queues.due_runs(now_ms, BATCH):
+    watches = get_watches()
+    for task_id, task_name in watches.due_runs(now_ms, BATCH):
         report.runs_checked += 1
         _check_run(task_id, task_name, report)
-    for task_id, task_name, delivery_id in queues.due_deliveries(now_ms, BATCH):
+    for task_id, task_name, delivery_id in watches.due_deliveries(now_ms, BATCH):
         report.deliveries_checked += 1
         _check_delivery(task_id, task_name, delivery_id, report)
     return report
 
 
 def _check_run(task_id: str, task_name: str, report: SweepReport) -> None:
-    queues = get_queues()
-    outcome = get_store().reap(task_id, task_name, int(current_app.config["MAX_ATTEMPTS"]))
-    kind = outcome[0]
-    if kind == "ended":
+    queues, watches = get_queues(), get_watches()
+    reaped = get_store().reap(task_id, task_name, int(current_app.config["MAX_ATTEMPTS"]))
+    if reaped.outcome == Outcome.ENDED:
         _send_unsent(task_id, task_name, report)
-        queues.forget_run(task_id, task_name)
-    elif kind == "gone":
-        queues.forget_run(task_id, task_name)
-    elif kind == "alive":
-        status, token, lease_ms = outcome[1], outcome[2], int(outcome[3])
-        if status == documents.StageStatus.PENDING and not queues.run_job_alive(token, task_name):
+        watches.forget_run(task_id, task_name)
+    elif reaped.outcome == Outcome.GONE:
+        watches.forget_run(task_id, task_name)
+    elif reaped.outcome == Outcome.ALIVE:
+        if reaped.status == documents.StageStatus.PENDING and not queues.run_job_alive(reaped.token, task_name):
             # Claimed, but its job never reached RQ or was lost there.
-            queues.enqueue_run(task_id, task_name, token, again=True)
+            queues.enqueue_run(task_id, task_name, reaped.token, again=True)
             report.runs_requeued += 1
             report.actions.append(f"requeued {task_id}/{task_name}")
         else:
-            queues.watch_run(task_id, task_name, min(lease_ms, int(time.time() * 1000) + queues.run_lease_ms))
-    elif kind == "rerun":
-        queues.enqueue_run(task_id, task_name, outcome[2])
+            watches.watch_run(task_id, task_name, min(reaped.lease_ms, watches.lease_check_ms()))
+    elif reaped.outcome == Outcome.RERUN:
+        queues.enqueue_run(task_id, task_name, reaped.token)
         report.runs_rerun += 1
-        report.actions.append(f"rerun {task_id}/{task_name} attempt {outcome[1]}")
-    elif kind == "failed":
-        input_json, error, delivery_ids = outcome[1], outcome[2], outcome[3:]
-        state = {"status": documents.StageStatus.FAILED.value, "error": error, "duration": None}
-        enqueue_deliveries(task_id, task_name, delivery_ids, documents.stage_view(task_name, state, input_json, None))
-        queues.forget_run(task_id, task_name)
+        report.actions.append(f"rerun {task_id}/{task_name} attempt {reaped.attempt}")
+    elif reaped.outcome == Outcome.FAILED:
+        state = {"status": documents.StageStatus.FAILED.value, "error": reaped.error, "duration": None}
+        result = documents.stage_view(task_name, state, reaped.input_json, None)
+        queues.enqueue_deliveries(task_id, task_name, list(reaped.delivery_ids), result)
+        watches.forget_run(task_id, task_name)
         report.runs_failed += 1
         report.actions.append(f"failed {task_id}/{task_name}")
 
@@ -92,31 +96,31 @@ def _check_run(task_id: str, task_name: str, report: SweepReport) -> None:
 def _send_unsent(task_id: str, task_name: str, report: SweepReport) -> None:
     """Deliveries that became due when the run ended but were never enqueued (the worker
     died between finish_run and its enqueues): the run's watch entry outlives them."""
-    queues = get_queues()
+    queues, watches = get_queues(), get_watches()
     unsent = [
         record["delivery_id"]
         for record in get_store().callback_records(task_id, task_name)
-        if record["status"] == "queued"
+        if record["status"] == documents.DeliveryStatus.QUEUED
         and not record.get("waiting")
         and not record.get("attempts")
-        and not queues.delivery_watched(task_id, task_name, record["delivery_id"])
+        and not watches.delivery_watched(task_id, task_name, record["delivery_id"])
     ]
     if unsent:
-        enqueue_deliveries(task_id, task_name, unsent, get_store().read_stage(task_id, task_name))
+        queues.enqueue_deliveries(task_id, task_name, unsent, get_store().read_stage(task_id, task_name))
         report.deliveries_requeued += len(unsent)
         report.actions.append(f"sent {len(unsent)} unsent deliveries of {task_id}/{task_name}")
 
 
 def _check_delivery(task_id: str, task_name: str, delivery_id: str, report: SweepReport) -> None:
-    queues = get_queues()
+    queues, watches = get_queues(), get_watches()
     record = get_store().delivery_record(task_id, task_name, delivery_id)
-    if record is None or record["status"] != "queued" or record.get("waiting"):
-        queues.forget_delivery(task_id, task_name, delivery_id)
+    if record is None or record["status"] != documents.DeliveryStatus.QUEUED or record.get("waiting"):
+        watches.forget_delivery(task_id, task_name, delivery_id)
         return
     try_number = record.get("attempts", 0) + 1
     job = queues.delivery_job(delivery_id, try_number)
     if queues.delivery_job_alive(job):
-        queues.watch_delivery_later(task_id, task_name, delivery_id)
+        watches.watch_delivery_later(task_id, task_name, delivery_id)
         return
     # The try was lost (its worker died, or the enqueue never happened). The lost job
     # still carries the result the delivery was due with; without it, read it now.
@@ -147,17 +151,3 @@ class SweeperThread(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-
-
-@click.command("sweep")
-@with_appcontext
-def sweep_command() -> None:
-    """Run one sweep: re-run or fail lost runs, re-send lost deliveries."""
-    report = sweep_once()
-    for action in report.actions:
-        click.echo(action)
-    click.echo(
-        f"runs checked {report.runs_checked}, requeued {report.runs_requeued}, rerun {report.runs_rerun}, "
-        f"failed {report.runs_failed}; deliveries checked {report.deliveries_checked}, "
-        f"requeued {report.deliveries_requeued}"
-    )

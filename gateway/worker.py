@@ -4,13 +4,12 @@ of its own beside it, one for the callback queue (deliveries)."""
 from __future__ import annotations
 
 import signal
-import sys
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import click
-from flask import current_app
-from flask.cli import with_appcontext
+from flask import current_app, has_app_context
+from flask.cli import locate_app
 from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
@@ -21,16 +20,18 @@ from rq.scheduler import RQScheduler
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from gateway import store, tasks
+from gateway import tasks
 from gateway.backoff import wait_for_redis
+from gateway.connections import connect, get_connections
 from gateway.deliveryproc import DeliveryProcess, die_with_parent
 from gateway.jobguard import SERIALIZER, GatewayJob
-from gateway.queues import CALLBACK_QUEUE, get_queues, make_queue
+from gateway.queues import CALLBACK_QUEUE, make_queue
 from gateway.sweeper import SweeperThread
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
+    from flask import Flask
     from redis.client import Pipeline
     from rq.executions import Execution
     from rq.job import Job
@@ -187,6 +188,25 @@ class GatewayWorker(SimpleWorker):
         self.log.info("Successfully completed job %s in %ss on worker %s", job.id, took, self.name)
 
 
+_job_app: Flask | None = None
+
+
+@contextmanager
+def job_app_context() -> Iterator[None]:
+    """The app context a job runs in: the one the worker command pushed, or, in a bare
+    ``rq worker`` (which knows nothing of Flask), one of an app made once per process."""
+    global _job_app
+    if has_app_context():
+        yield
+        return
+    if _job_app is None:
+        # Found the way ``flask --app gateway`` finds it: the package's ``create_app``
+        # factory, called with no arguments. The package never imports its factory.
+        _job_app = locate_app("gateway", None)
+    with _job_app.app_context():
+        yield
+
+
 def all_queue_names() -> list[str]:
     """Every node of the registry, then the callback queue."""
     return [*tasks.by_node(), CALLBACK_QUEUE]
@@ -208,7 +228,7 @@ def build_worker(queue_names: list[str] | None = None) -> GatewayWorker:
     # A client of RQ's own: RQ raises its client's socket timeout to outlast its blocking
     # dequeue (415 s), and on the app's shared client the sweeper, lease renewals and
     # delivery enqueues of this process would then wait that long on a hung Redis.
-    connection = store.connect(current_app.config["QUEUE_REDIS_URL"], current_app.config, decode_responses=False)
+    connection = connect(current_app.config["QUEUE_REDIS_URL"], current_app.config, decode_responses=False)
     return GatewayWorker(
         [make_queue(name, connection) for name in names],
         connection=connection,
@@ -279,24 +299,19 @@ def serve(
             break
 
 
-@click.command("worker")
-@click.option("--queues", "queue_names", help="Comma-separated queues to serve (default: all).")
-@click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
-@click.option(
-    "--log-level", default="WARNING", show_default=True, help="RQ's log level; INFO logs every job (about 5% slower)."
-)
-@with_appcontext
-def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None:
-    """Run a worker for the node queues and, in a process of its own, one for the
-    callback queue, with RQ's scheduler (it carries callback retries) and the sweeper."""
+def run(queue_names: list[str] | None = None, *, burst: bool = False, log_level: str = "WARNING") -> bool:
+    """``flask --app wsgi worker``: a worker for the node queues and, in a process of its
+    own, one for the callback queue, with RQ's scheduler and the sweeper. False when
+    Redis did not answer within ``GATEWAY_WORKER_START_TIMEOUT_SECONDS``."""
     app = current_app._get_current_object()
-    names = [name.strip() for name in queue_names.split(",") if name.strip()] if queue_names else all_queue_names()
+    names = queue_names or all_queue_names()
     timeout = app.config["WORKER_START_TIMEOUT_SECONDS"]
-    if not wait_for_redis([store.get_redis(), get_queues().connection], None if timeout is None else float(timeout)):
-        sys.exit(1)
+    connections = get_connections()
+    if not wait_for_redis([connections.store, connections.queue], None if timeout is None else float(timeout)):
+        return False
     if burst:  # one worker drains everything, deliveries its runs made included
         serve(names, burst=True, log_level=log_level)
-        return
+        return True
     runs, deliveries = split_roles(names)
     sweeper = SweeperThread(app)
     sweeper.start()
@@ -320,3 +335,4 @@ def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None
                 signal.signal(signum, lambda number, frame: delivery_process.signal(number))
             delivery_process.stop()
         sweeper.stop()
+    return True

@@ -12,6 +12,7 @@ from gateway import keys, service
 from gateway.queues import Queues, delivery_job_id, get_queues, run_job_id
 from gateway.store import get_store
 from gateway.sweeper import sweep_once
+from gateway.watches import get_watches
 from tests.test_reuse import create, stage, stage_state
 
 LOST_FAST = {"RUN_LEASE_SECONDS": 0.2, "QUEUE_LEASE_SECONDS": 0.2, "MAX_ATTEMPTS": 3}
@@ -23,7 +24,7 @@ def start_and_die(app, task_id, task_name):
     with app.app_context():
         get_queues().get(task_name.split(".")[0]).empty()  # the job is gone with its worker
         get_store().start(task_id, task_name, state["token"])
-        get_queues().watch_run(task_id, task_name, 0)
+        get_watches().watch_run(task_id, task_name, 0)
 
 
 def test_lost_run_is_rerun_without_a_new_request(make_app, work, task_id, receiver, run_log):
@@ -92,7 +93,7 @@ def test_claim_whose_job_never_reached_rq_is_requeued(make_app, work, task_id, r
     with app.app_context():
         token = stage_state(app, task_id, "testing.count")["token"]
         Job.fetch(run_job_id(token, "testing.count"), connection=get_queues().connection).delete()
-        get_queues().watch_run(task_id, "testing.count", 0)
+        get_watches().watch_run(task_id, "testing.count", 0)
         assert sweep_once().runs_requeued == 1
     work(app)
     assert stage(client, task_id, "testing.count")["status"] == "SUCCESS"
@@ -120,7 +121,7 @@ def test_claim_of_a_process_that_died_before_its_enqueue_is_found(
     with app.app_context(), monkeypatch.context() as patch:
         # The claim script writes the watch entry itself in one layout, the web process
         # before the claim in the other; either way it must be there.
-        assert get_store().watches_runs is (queue_db is None)
+        assert get_watches().scripts_write_runs is (queue_db is None)
         patch.setattr(Queues, "enqueue_run", die)
         with pytest.raises(DiedBeforeEnqueue):
             service.create_task(task_id, "testing.count", {"log": run_log.path}, None)
@@ -173,7 +174,7 @@ def test_live_runs_are_left_alone(make_app, task_id, run_log):
     client = app.test_client()
     create(client, task_id, "testing.count", {"log": run_log.path})
     with app.app_context():
-        get_queues().watch_run(task_id, "testing.count", 0)
+        get_watches().watch_run(task_id, "testing.count", 0)
         report = sweep_once()
     assert (report.runs_checked, report.runs_requeued, report.runs_rerun) == (1, 0, 0)
     assert stage(client, task_id, "testing.count")["attempt"] == 1
@@ -199,7 +200,7 @@ def test_lost_delivery_is_sent_again_with_the_same_webhook_id(make_app, task_id,
     assert delivered["json"]["result"]["output"] == {"v": 1}
     assert stage(client, task_id, "demo.echo")["callbacks"][0]["status"] == "sent"
     with app.app_context():  # nothing left to watch
-        assert get_queues().due_deliveries(int(time.time() * 1000) + 10**9, 10) == []
+        assert get_watches().due_deliveries(int(time.time() * 1000) + 10**9, 10) == []
         assert delivery_job_id(record["delivery_id"], 1) == job.id
 
 
@@ -221,12 +222,12 @@ def test_deliveries_never_enqueued_after_the_run_ended_are_sent(make_app, task_i
         store = get_store()
         store.start(task_id, "testing.count", token)
         store.finish(task_id, "testing.count", token, output_json='{"done":true}', error=None, duration=0.1)
-        get_queues().watch_run(task_id, "testing.count", 0)  # its watch entry is still there
+        get_watches().watch_run(task_id, "testing.count", 0)  # its watch entry is still there
         report = sweep_once()
         assert report.deliveries_requeued == 1
         build_worker(["callbacks"]).work(burst=True, logging_level="WARNING")
     [delivered] = receiver.wait_for(1)
     assert delivered["json"]["result"]["output"] == {"done": True}
     with app.app_context():  # a second pass finds nothing left to do
-        get_queues().watch_run(task_id, "testing.count", 0)
+        get_watches().watch_run(task_id, "testing.count", 0)
         assert sweep_once().deliveries_requeued == 0

@@ -11,7 +11,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from gateway import keys
-from gateway.jobs import _LeaseKeeper
+from gateway.leases import LeaseKeeper
 from gateway.queues import get_queues, run_job_id
 from gateway.worker import build_worker
 from tests.test_reuse import create, stage, stage_state
@@ -84,7 +84,7 @@ def test_a_running_job_looks_started_in_rq(make_app, task_id, run_log):
 
 
 def test_lease_renewals_run_while_held_and_stop_after():
-    keeper = _LeaseKeeper()
+    keeper = LeaseKeeper()
     calls = []
     with keeper.hold(lambda: calls.append(time.monotonic()) or True, 0.05):
         time.sleep(0.28)
@@ -95,7 +95,7 @@ def test_lease_renewals_run_while_held_and_stop_after():
 
 
 def test_a_lost_claim_ends_its_renewals_and_others_go_on():
-    keeper = _LeaseKeeper()
+    keeper = LeaseKeeper()
     lost, kept = [], []
     with keeper.hold(lambda: lost.append(1) and False, 0.05), keeper.hold(lambda: kept.append(1) or True, 0.05):
         time.sleep(0.28)

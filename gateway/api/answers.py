@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, jsonify
 
-from gateway import __version__, documents
+from gateway import documents
+from gateway.version import __version__
 
 if TYPE_CHECKING:
     from flask import Response

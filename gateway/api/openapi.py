@@ -14,9 +14,10 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
 
-from gateway import __version__, tasks, tenancy
+from gateway import tasks, tenancy
 from gateway.api import schemas
 from gateway.api.operations import ATTRIBUTE, PATH_PARAMETERS, undocumented
+from gateway.version import __version__
 
 if TYPE_CHECKING:
     from flask import Flask

@@ -19,7 +19,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from gateway import jobs, queues
+from gateway import queues
 
 AFTER_FINISH = "crash-after-finish-"
 AFTER_CLAIM = "crash-after-claim-"
@@ -36,14 +36,14 @@ def _first_time(task_id: str) -> bool:
         return False
 
 
-_enqueue_deliveries = jobs.enqueue_deliveries
+_enqueue_deliveries = queues.Queues.enqueue_deliveries
 _enqueue_run = queues.Queues.enqueue_run
 
 
-def _enqueue_deliveries_or_die(task_id, task_name, delivery_ids, result):
+def _enqueue_deliveries_or_die(self, task_id, task_name, delivery_ids, result):
     if task_id.startswith(AFTER_FINISH) and _first_time(task_id):
         os.killpg(os.getpgid(0), signal.SIGKILL)
-    _enqueue_deliveries(task_id, task_name, delivery_ids, result)
+    _enqueue_deliveries(self, task_id, task_name, delivery_ids, result)
 
 
 def _enqueue_run_or_die(self, task_id, task_name, token, **options):
@@ -52,7 +52,6 @@ def _enqueue_run_or_die(self, task_id, task_name, token, **options):
     _enqueue_run(self, task_id, task_name, token, **options)
 
 
-# run_stage looks enqueue_deliveries up in its module at call time; every caller of
-# enqueue_run goes through the class.
-jobs.enqueue_deliveries = _enqueue_deliveries_or_die
+# Every caller of enqueue_deliveries and enqueue_run goes through the class.
+queues.Queues.enqueue_deliveries = _enqueue_deliveries_or_die
 queues.Queues.enqueue_run = _enqueue_run_or_die

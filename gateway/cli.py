@@ -1,0 +1,103 @@
+"""The operator's ``flask --app wsgi ...`` commands: thin ``click`` wrappers over plain
+functions of the modules that own the work (``scripts``, ``signing``, ``sweeper``,
+``worker``). ``create_app`` registers them (``init_app``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+from flask.cli import AppGroup, with_appcontext
+from redis.exceptions import RedisError
+
+from gateway import scripts, signing, sweeper, worker
+from gateway.connections import get_connections
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from redis import Redis
+
+
+def _script_targets() -> list[tuple[Redis, dict[str, str]]]:
+    """(client, name → source) for the store Redis and the queue Redis."""
+    connections = get_connections()
+    return [(connections.store, scripts.read_sources()), (connections.queue, scripts.rq_sources())]
+
+
+scripts_cli = AppGroup("scripts", help="Load or check the Lua scripts (the gateway's and RQ's) in Redis.")
+
+
+@scripts_cli.command("load")
+def load_scripts_command() -> None:
+    """Load every Lua script into Redis and print its name and SHA."""
+    try:
+        for client, sources in _script_targets():
+            for name, sha in scripts.load_all(client, sources).items():
+                click.echo(f"{name} {sha}")
+    except RedisError as error:
+        raise click.ClickException(f"could not load scripts: {error}") from error
+
+
+@scripts_cli.command("check")
+def check_scripts_command() -> None:
+    """Exit non-zero unless every Lua script is loaded in Redis."""
+    missing = []
+    try:
+        for client, sources in _script_targets():
+            for name, sha, loaded in scripts.check_loaded(client, sources):
+                click.echo(f"{name} {sha} {'loaded' if loaded else 'MISSING'}")
+                if not loaded:
+                    missing.append(name)
+    except RedisError as error:
+        raise click.ClickException(f"could not check scripts: {error}") from error
+    if missing:
+        raise click.ClickException(
+            f"{len(missing)} script(s) missing: {', '.join(missing)}; run `{scripts.LOAD_COMMAND}`."
+        )
+
+
+@click.group("tenants")
+def tenants_cli() -> None:
+    """Tenants (GATEWAY_API_TOKENS)."""
+
+
+@tenants_cli.command("secret")
+@click.argument("tenant")
+@with_appcontext
+def tenant_secret_command(tenant: str) -> None:
+    """Print TENANT's current callback signing secret (one line), for its receiver."""
+    try:
+        click.echo(signing.current_secret(tenant))
+    except LookupError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command("sweep")
+@with_appcontext
+def sweep_command() -> None:
+    """Run one sweep: re-run or fail lost runs, re-send lost deliveries."""
+    report = sweeper.sweep_once()
+    for action in report.actions:
+        click.echo(action)
+    click.echo(report.summary())
+
+
+@click.command("worker")
+@click.option("--queues", "queue_names", help="Comma-separated queues to serve (default: all).")
+@click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
+@click.option(
+    "--log-level", default="WARNING", show_default=True, help="RQ's log level; INFO logs every job (about 5% slower)."
+)
+@with_appcontext
+def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None:
+    """Run a worker for the node queues and, in a process of its own, one for the
+    callback queue, with RQ's scheduler (it carries callback retries) and the sweeper."""
+    names = [name.strip() for name in queue_names.split(",") if name.strip()] if queue_names else None
+    if not worker.run(names, burst=burst, log_level=log_level):
+        sys.exit(1)
+
+
+def init_app(app: Flask) -> None:
+    for command in (scripts_cli, worker_command, sweep_command, tenants_cli):
+        app.cli.add_command(command)

@@ -1,0 +1,164 @@
+"""What the Lua scripts answer, typed: one enum of their outcomes, one small result per
+script that answers more than a flag (each parsed here, from the reply array that the
+script's ``Output:`` header describes), and the one place that turns an outcome into the
+exception a caller sees.
+
+``store`` calls the scripts and hands back these results; nobody else reads a reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gateway.exceptions import (
+    CallbackRecordsTooLarge,
+    ClaimLost,
+    DocumentGone,
+    TaskBusy,
+    TaskNotFound,
+    TooManyCallbacks,
+    TooManyStages,
+)
+from gateway.tenancy import public
+
+
+class Outcome(StrEnum):
+    """The first element of a script's reply, when it is not a claim verdict
+    (``documents.VerdictState``). Values as the scripts write them."""
+
+    OK = "ok"
+    #: The document or the stage is gone (expired or deleted).
+    GONE = "gone"
+    #: Another claim is current, or the stage already ended.
+    SUPERSEDED = "superseded"
+    #: This claim runs elsewhere and its lease is alive (``start_run``).
+    RUNNING = "running"
+    #: No such task (``cancel_task``, ``delete_task``, ``retry_task``; a read).
+    MISSING = "missing"
+    #: The task has live stages and ``force`` was not given (``delete_task``).
+    BUSY = "busy"
+    DELETED = "deleted"
+    # reap_run: what became of a run whose lease is over
+    ENDED = "ended"
+    ALIVE = "alive"
+    RERUN = "rerun"
+    FAILED = "failed"
+    # claim_stage: refused, nothing written
+    TOO_MANY_STAGES = "too_many_stages"
+    TOO_MANY_CALLBACKS = "too_many_callbacks"
+    CALLBACK_RECORDS_TOO_LARGE = "callback_records_too_large"
+
+
+#: The claim script's refusals, which come where a verdict would.
+CLAIM_REFUSALS = frozenset({Outcome.TOO_MANY_STAGES, Outcome.TOO_MANY_CALLBACKS, Outcome.CALLBACK_RECORDS_TOO_LARGE})
+
+
+def outcome_error(
+    outcome: str,
+    task_id: str,
+    *,
+    task_name: str = "",
+    limit: int = 0,
+    stages: list[str] | None = None,
+) -> Exception:
+    """The exception for a script outcome that is not a success. ``task_id`` is the store
+    id (messages show the public one); ``limit`` is the configured bound a refusal hit;
+    ``stages`` the live stages that keep a task busy."""
+    shown = public(task_id)
+    if outcome == Outcome.MISSING:
+        return TaskNotFound(f"task {shown!r} not found", {"task_id": shown})
+    if outcome == Outcome.GONE:
+        return DocumentGone()
+    if outcome in (Outcome.SUPERSEDED, Outcome.RUNNING):
+        return ClaimLost(outcome)
+    if outcome == Outcome.BUSY:
+        return TaskBusy(
+            f"task {shown!r} has pending or running stages; cancel them or pass force", {"stages": stages or []}
+        )
+    if outcome == Outcome.TOO_MANY_STAGES:
+        return TooManyStages(f"task {shown!r} already holds {limit} stages, the most allowed", {"limit": limit})
+    if outcome == Outcome.TOO_MANY_CALLBACKS:
+        return TooManyCallbacks(f"stage {task_name!r} already holds {limit} undelivered callbacks", {"limit": limit})
+    if outcome == Outcome.CALLBACK_RECORDS_TOO_LARGE:
+        return CallbackRecordsTooLarge(
+            f"stage {task_name!r} has no room for another callback record: its records would take more "
+            f"than {limit} bytes, and only finished ones are forgotten to make room",
+            {"limit_bytes": limit},
+        )
+    raise ValueError(f"script outcome {outcome!r} is no error")
+
+
+@dataclass(frozen=True)
+class Started:
+    """``start_run``: the run is RUNNING."""
+
+    attempt: int
+    input_json: str
+
+    @classmethod
+    def parse(cls, reply: list) -> Started:
+        return cls(attempt=int(reply[1]), input_json=reply[2])
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """``reap_run``: what became of a run whose lease is over. Which fields are set
+    depends on ``outcome``."""
+
+    #: GONE | ENDED | ALIVE | RERUN | FAILED
+    outcome: Outcome
+    #: ALIVE: the stage status (PENDING or RUNNING).
+    status: str | None = None
+    #: ALIVE: the current claim's token; RERUN: the new claim's token.
+    token: str | None = None
+    #: ALIVE: when the lease ends (epoch ms).
+    lease_ms: int | None = None
+    #: RERUN: the new attempt's number.
+    attempt: int | None = None
+    #: FAILED: the stage's stored input and the error it ended with.
+    input_json: str | None = None
+    error: str | None = None
+    #: FAILED: the deliveries now due.
+    delivery_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, reply: list) -> Reaped:
+        outcome = Outcome(reply[0])
+        if outcome == Outcome.ALIVE:
+            return cls(outcome, status=reply[1], token=reply[2], lease_ms=int(reply[3]))
+        if outcome == Outcome.RERUN:
+            return cls(outcome, attempt=int(reply[1]), token=reply[2])
+        if outcome == Outcome.FAILED:
+            return cls(outcome, input_json=reply[1], error=reply[2], delivery_ids=tuple(reply[3:]))
+        return cls(outcome)
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """``cancel_task``: the stages it cancelled and the deliveries that became due."""
+
+    #: task name → the stage's stored input JSON
+    inputs: dict[str, str]
+    #: (task name, delivery id) of each delivery now due
+    due: list[tuple[str, str]]
+
+    @classmethod
+    def parse(cls, reply: list) -> Cancelled:
+        inputs, due = {}, []
+        triples = reply[1:]
+        for i in range(0, len(triples), 3):
+            kind, task_name, value = triples[i : i + 3]
+            if kind == "stage":
+                inputs[task_name] = value
+            else:
+                due.append((task_name, value))
+        return cls(inputs, due)
+
+
+@dataclass(frozen=True)
+class Retried:
+    """``retry_task``: the stages claimed again, all under one token."""
+
+    token: str
+    task_names: list[str]
