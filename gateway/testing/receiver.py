@@ -85,13 +85,14 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received = time.monotonic()  # the whole request is in
                 record = {
                     "path": self.path,
                     "headers": {name.lower(): value for name, value in self.headers.items()},
                     "raw": body,
                     "json": _json_or_none(body),
                     "webhook_id": self.headers.get("webhook-id"),
-                    "received": time.monotonic(),
+                    "received": received,
                     "answered": None,
                 }
                 with receiver.condition:
