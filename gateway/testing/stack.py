@@ -73,8 +73,10 @@ class Process:
 
     def stop(self, timeout: float = 15) -> None:
         """A graceful stop (gunicorn and RQ finish their work on SIGTERM), then SIGKILL to
-        whatever of the group is left, so that nothing outlives the caller."""
-        self.terminate()
+        whatever of the group is left, so that nothing outlives the caller. SIGTERM is
+        sent once: a second one makes RQ's shutdown cold (it kills the running job)."""
+        if not self.stopped:
+            self.terminate()
         if not self.wait(timeout):
             self.popen.kill()
         self._kill_group()
@@ -166,10 +168,13 @@ class GatewayStack:
                 raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n{process.log_tail()}")
 
     def stop(self, timeout: float = 15) -> None:
-        """Stop every process still running, gracefully (SIGTERM, then SIGKILL after ``timeout``)."""
-        for process in reversed(self.processes):
-            if process.alive():
-                process.stop(timeout)
+        """Stop every process still running, gracefully: SIGTERM to all at once (each
+        finishes its work meanwhile), then SIGKILL to what is left after ``timeout``."""
+        for process in self.processes:
+            if not process.stopped:
+                process.terminate()
+        for process in self.processes:
+            process.stop(timeout)
 
     def kill_all(self) -> None:
         """SIGKILL every process group, running or not (cleanup after a fault scenario)."""
