@@ -21,6 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# The one import of tests/ in bench/: the scenarios are the fault suite itself (they run
+# ``testing.count`` from tests/plugin_tasks.py and tests/faults/failpoints.py in the stack's
+# processes); this script runs their full variants and prints the figures.
 from tests.faults import scenarios  # noqa: E402 (needs the path above)
 
 COLUMNS = ["scenario", "requests", "stages_lost", "callbacks_lost", "duplicate_runs", "recovery_seconds", "notes"]

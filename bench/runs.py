@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python bench/runs.py`
+from bench.toolkit import cpu, report  # noqa: E402 (needs the path above)
+from bench.toolkit.servers import GATEWAY_WORKER, Bench, prepare  # noqa: E402
+
 QUEUE = "demo"  # the node of demo.echo: the RQ queue its runs go to
 NOOP_QUEUE = "bench-noop"
 STAGE_FIELD = "s:demo.echo"
@@ -74,12 +77,12 @@ class _Meter:
         self.worker_pids, self.redis_pid = worker_pids, redis_pid
 
     def mark(self) -> tuple[float, float, float, float]:
-        from bench.run import cpu_seconds, machine_busy_seconds
-
-        return time.monotonic(), cpu_seconds(self.worker_pids), cpu_seconds([self.redis_pid]), machine_busy_seconds()
-
-
-GATEWAY_WORKER = (sys.executable, "-m", "flask", "--app", "wsgi", "worker")
+        return (
+            time.monotonic(),
+            cpu.cpu_seconds(self.worker_pids),
+            cpu.cpu_seconds([self.redis_pid]),
+            cpu.machine_busy_seconds(),
+        )
 
 
 def rq_worker(url: str) -> list[str]:
@@ -88,22 +91,17 @@ def rq_worker(url: str) -> list[str]:
     return [sys.executable, str(ROOT / "bench" / "rq_worker.py"), url, NOOP_QUEUE, "callbacks"]
 
 
-def _start_workers(bench, count: int, command: Sequence[str] = GATEWAY_WORKER) -> tuple[float, list[int]]:
+def _start_workers(bench: Bench, count: int, command: Sequence[str] = GATEWAY_WORKER) -> tuple[float, list[int]]:
     names = ["worker"] + [f"worker-{number}" for number in range(2, count + 1)]
     started = time.time()
-    for name in names:
-        bench.procs.start(name, list(command))
-    pids = [bench.procs.running[name].pid for name in names]
+    pids = [bench.start_worker(name, tuple(command)).pid for name in names]
     print(f"  workers started, pids {pids}", flush=True)  # for py-spy
     return started, pids
 
 
-def _stop_workers(bench) -> None:
-    for name in [name for name in bench.procs.running if name.startswith("worker")]:
-        bench.procs.stop(name)
-
-
-def _drain(bench, what: str, n: int, workers: int, queue: str, command: Sequence[str], done) -> tuple[Drain, float]:
+def _drain(
+    bench: Bench, what: str, n: int, workers: int, queue: str, command: Sequence[str], done
+) -> tuple[Drain, float]:
     """Start the workers, wait until the queue is taken up and ``done()`` holds; returns the
     drain (window from the queue's length, refined by the caller) and the start time."""
     queue_key = f"rq:queue:{queue}"
@@ -111,13 +109,13 @@ def _drain(bench, what: str, n: int, workers: int, queue: str, command: Sequence
     meter = _Meter(pids, bench.redis_pid)
     deadline = time.monotonic() + 120 + n / 20
     while bench.redis.llen(queue_key) >= n:  # the workers are still starting
-        bench.procs.check_alive()
+        bench.check_alive()
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what}: no worker took a job")
         time.sleep(0.005)
     first = meter.mark()
     while bench.redis.llen(queue_key) > 0 or not done():
-        bench.procs.check_alive()
+        bench.check_alive()
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what}: {bench.redis.llen(queue_key)} jobs still queued")
         time.sleep(0.005)
@@ -139,9 +137,9 @@ def _drain(bench, what: str, n: int, workers: int, queue: str, command: Sequence
     return drain, started
 
 
-def measure_runs(bench, n: int, workers: int) -> Drain:
+def measure_runs(bench: Bench, n: int, workers: int) -> Drain:
     """``n`` demo.echo tasks created with no worker running, then drained by ``workers``."""
-    _stop_workers(bench)
+    bench.stop_workers()
     prefix = f"runs{workers}-{os.urandom(3).hex()}"
     task_ids = [f"{prefix}-{number:05d}" for number in range(n)]
     bench.post_many([{"task_name": "demo.echo", "task_id": t, "input_data": {"n": i}} for i, t in enumerate(task_ids)])
@@ -171,18 +169,17 @@ def measure_runs(bench, n: int, workers: int) -> Drain:
     first_ms, last_ms = min(s["started_ms"] for s in states), max(s["finished_ms"] for s in states)
     drain.window_s = (last_ms - first_ms) / 1000
     drain.total_s = last_ms / 1000 - started
-    _stop_workers(bench)
+    bench.stop_workers()
     return drain
 
 
-def measure_noop(bench, n: int, workers: int) -> Drain:
+def measure_noop(bench: Bench, n: int, workers: int) -> Drain:
     """RQ's own ceiling: no-op jobs with a run job's options on RQ's SimpleWorker."""
     from redis import Redis
     from rq import Queue, Retry
 
-    _stop_workers(bench)
-    where = bench.redis.connection_pool.connection_kwargs
-    url = f"redis://{where['host']}:{where['port']}/{where.get('db', 0)}"
+    bench.stop_workers()
+    url = bench.redis_server.url
     connection = Redis.from_url(url)
     queue = Queue(NOOP_QUEUE, connection=connection)
     with connection.pipeline() as pipe:
@@ -204,16 +201,24 @@ def measure_noop(bench, n: int, workers: int) -> Drain:
         return sum(int(count or 0) for count in counts) >= n
 
     drain, _ = _drain(bench, "RQ SimpleWorker, no-op jobs/s", n, workers, NOOP_QUEUE, rq_worker(url), done)
-    _stop_workers(bench)
+    bench.stop_workers()
     return drain
 
 
-def measure_all(bench, n: int, worker_counts: tuple[int, ...] = (1, 2), noop: bool = True) -> list[Drain]:
+def measure_all(bench: Bench, n: int, worker_counts: tuple[int, ...] = (1, 2), noop: bool = True) -> list[Drain]:
     """The gateway's runs, then RQ's no-op ceiling, with each count of workers."""
     drains = [measure_runs(bench, n, count) for count in worker_counts]
     if noop:
         drains += [measure_noop(bench, n, count) for count in worker_counts]
     return drains
+
+
+def measure(bench: Bench) -> None:
+    """bench/run.py's "runs" phase: a row per drain. Leaves one worker running, as the
+    phases before it had."""
+    for drain in measure_all(bench, bench.args.runs):
+        bench.row(*drain.row())
+    bench.start_worker()
 
 
 def main() -> int:
@@ -222,31 +227,15 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2", help="worker counts to measure (default 1,2)")
     parser.add_argument("--no-noop", action="store_true", help="skip RQ's no-op ceiling")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from bench.run import Bench, Processes, answers, machine, print_table, revision, wait_until
-    from gateway.embedded import EmbeddedRedis
-
-    with tempfile.TemporaryDirectory(prefix="gw-runs-") as tmp:
-        redis_server = EmbeddedRedis(Path(tmp) / "redis")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ACCESS_LOG": "/dev/null", "GATEWAY_DEMO_TASKS": "true"}
-        procs = Processes(Path(tmp), env)
-        try:
-            redis_server.start()
-            env["GATEWAY_REDIS_URL"] = redis_server.url
-            load = [sys.executable, "-m", "flask", "--app", "wsgi", "scripts", "load"]
-            subprocess.run(load, cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
-            measured = revision()
-            bench = Bench(argparse.Namespace(), redis_server.url, redis_server.process.pid, procs)
-            bench.gunicorn("gateway", "wsgi:app")
-            url = bench.urls["gateway"] + "/v1/tasks/health"
-            wait_until(lambda: procs.check_alive() or answers(url), 30, url)
-            counts = tuple(int(c) for c in args.workers.split(","))
-            drains = measure_all(bench, args.runs, counts, noop=not args.no_noop)
-            header = f"gateway {measured}; machine: {machine()}, Redis {bench.redis.info('server')['redis_version']}"
-            print_table([d.row() for d in drains], header, [], list(procs.commands.values()))
-        finally:
-            procs.stop_all()
-            redis_server.stop()
+    prepare(needs_wrk=False)
+    with tempfile.TemporaryDirectory(prefix="gw-runs-") as tmp, Bench(args, Path(tmp)) as bench:
+        measured = report.revision()
+        bench.gunicorn("gateway", "wsgi:app")
+        bench.wait_answering("gateway")
+        counts = tuple(int(c) for c in args.workers.split(","))
+        drains = measure_all(bench, args.runs, counts, noop=not args.no_noop)
+        header = f"gateway {measured}; machine: {report.machine()}, Redis {bench.redis.info('server')['redis_version']}"
+        report.print_table([d.row() for d in drains], header, [], bench.stack.commands())
     return 0
 
 

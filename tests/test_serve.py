@@ -20,7 +20,7 @@ import requests
 
 from gateway.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError, free_port
 from gateway.scripts import read_sources, rq_sources
-from tests.faults.harness import wait_for
+from gateway.testing.waiting import poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,7 +106,7 @@ class Serve:
         return "\n".join(self.lines)
 
     def wait_line(self, text: str, timeout: float = 60) -> str:
-        line = wait_for(lambda: next((line for line in self.lines if text in line), None), timeout)
+        line = poll_until(lambda: next((line for line in self.lines if text in line), None), timeout)
         assert line, f"no line with {text!r} in:\n{self.output()[-4000:]}"
         return line
 
@@ -123,7 +123,7 @@ class Serve:
         body = {"task_name": "demo.echo", "task_id": task_id, "input_data": {"text": "hi"}}
         assert requests.post(self.base + "/v1/tasks", json=body, timeout=10).status_code == 202
         url = f"{self.base}/v1/tasks/{task_id}/status"
-        return bool(wait_for(lambda: requests.get(url, timeout=10).json()["status"] == "completed", 30, 0.2))
+        return bool(poll_until(lambda: requests.get(url, timeout=10).json()["status"] == "completed", 30, 0.2))
 
     def terminate(self, timeout: float = 60) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -220,9 +220,9 @@ def test_dead_worker_is_replaced_and_a_stop_leaves_no_process(serve):
     quickstart = serve()
     quickstart.wait_line("gateway on")
     assert requests.get(quickstart.base + "/v1/tasks/health", timeout=5).status_code == 200
-    worker = wait_for(lambda: next(iter(quickstart.workers()), None), 30)
+    worker = poll_until(lambda: next(iter(quickstart.workers()), None), 30)
     assert worker, quickstart.output()
-    scheduler = wait_for(lambda: descendants(worker), 30)
+    scheduler = poll_until(lambda: descendants(worker), 30)
     assert scheduler, "RQ's scheduler is a process forked by the worker"
 
     os.kill(worker, signal.SIGKILL)

@@ -29,16 +29,9 @@ from pathlib import Path
 
 import requests
 
-from tests.faults.harness import (
-    ENDED,
-    FAST_ENV,
-    FULL_ENV,
-    FaultStack,
-    Receiver,
-    RunLog,
-    new_task_id,
-    wait_for,
-)
+from gateway.testing.receiver import STALL, Receiver
+from gateway.testing.waiting import WaitTimeout, poll_until
+from tests.faults.harness import ENDED, FAST_ENV, FULL_ENV, FaultStack, RunLog, new_task_id
 
 TASK = "testing.count"
 
@@ -118,18 +111,18 @@ def _count_callbacks(row: Row, receiver: Receiver, task_ids: list[str], timeout:
         return {call["json"]["task_id"] for call in receiver.delivered(path).values()}
 
     wanted = set(task_ids)
-    wait_for(lambda: delivered_tasks() >= wanted, timeout, 0.1)
+    poll_until(lambda: delivered_tasks() >= wanted, timeout, 0.1)
     row.callbacks_lost += len(wanted - delivered_tasks())
     ids_per_task: dict[str, set[str]] = {}
-    for call in receiver.calls_for(path):
+    for call in receiver.requests_for(path):
         ids_per_task.setdefault(call["json"]["task_id"], set()).add(call["webhook_id"])
     for task_id, ids in ids_per_task.items():
         if len(ids) != 1:
             row.problems.append(f"{task_id}: tries carried different webhook-ids {sorted(ids)}")
-    repeats = sum(count - 1 for count in Counter(c["webhook_id"] for c in receiver.calls_for(path)).values())
+    repeats = sum(count - 1 for count in Counter(c["webhook_id"] for c in receiver.requests_for(path)).values())
     if repeats:
         row.note(f"repeated tries (same webhook-id): {repeats}")
-    accepted = Counter(c["webhook_id"] for c in receiver.calls_for(path) if c["answered"] and c["answered"] < 300)
+    accepted = Counter(c["webhook_id"] for c in receiver.requests_for(path) if c["answered"] and c["answered"] < 300)
     twice = sum(count - 1 for count in accepted.values())
     if twice:  # allowed (at least once), but worth knowing
         row.note(f"deliveries accepted twice: {twice}")
@@ -163,7 +156,7 @@ def worker_killed_mid_task(fast: bool) -> dict:
                 pids = list(dict.fromkeys(run[3] for run in log.runs()))
                 return pids if len(pids) >= victims else None
 
-            pids = wait_for(busy_pids, 20)
+            pids = poll_until(busy_pids, 20)
             if not pids:
                 raise Abort(f"only {len(log.runs())} runs started")
             doomed = set(pids[:victims])
@@ -191,14 +184,15 @@ def worker_killed_while_delivering(fast: bool) -> dict:
     tasks = 3
     with _scenario("worker SIGKILL mid-delivery") as (row, workdir):
         with FaultStack(workdir, _env(fast), workers=1) as stack, Receiver() as receiver:
-            receiver.plan("/hook", ["stall"])  # the first delivery hangs; later ones get 200
+            receiver.plan("/hook", [STALL])  # the first delivery hangs; later ones get 200
             log = RunLog(workdir / "runs.log")
             task_ids = [new_task_id("dlv") for _ in range(tasks)]
             for task_id in task_ids:
                 _create(row, stack, task_id, {"log": str(log.path)}, receiver.url())
-            if not receiver.wait_calls(1, 20):
-                raise Abort("no delivery reached the receiver")
-            stalled = receiver.calls_for()[0]
+            try:
+                stalled = receiver.wait_for(1, 20)[0]
+            except WaitTimeout:
+                raise Abort("no delivery reached the receiver") from None
             killed_at = time.monotonic()
             stack.workers[0].kill()
             receiver.release()
@@ -210,8 +204,8 @@ def worker_killed_while_delivering(fast: bool) -> dict:
             if redelivered is None:
                 row.problems.append("the delivery held at the kill never arrived")
             else:
-                row.recovery_seconds = redelivered["at"] - killed_at
-            record = wait_for(lambda: _sent_record(stack, stalled["json"]["task_id"]), 10)
+                row.recovery_seconds = redelivered["received"] - killed_at
+            record = poll_until(lambda: _sent_record(stack, stalled["json"]["task_id"]), 10)
             if not record or record["delivery_id"] != stalled["webhook_id"]:
                 row.problems.append(f"callback record of the held delivery: {record}")
             row.duplicate_runs = _duplicate_runs(log, task_ids, Counter())
@@ -251,8 +245,8 @@ def receiver_outage(fast: bool) -> dict:
             _count_callbacks(row, receiver, task_ids, _settle_timeout(fast))
             delivered = receiver.delivered().values()
             if delivered:
-                row.recovery_seconds = max(call["at"] for call in delivered) - up_at
-            records = [wait_for(lambda t=t: _sent_record(stack, t), 10) for t in task_ids]
+                row.recovery_seconds = max(call["received"] for call in delivered) - up_at
+            records = [poll_until(lambda t=t: _sent_record(stack, t), 10) for t in task_ids]
             attempts = sorted(r["attempts"] for r in records if r)
             if len(attempts) != tasks:
                 row.problems.append(f"only {len(attempts)} of {tasks} records say sent")
@@ -278,15 +272,17 @@ def receiver_errors(fast: bool) -> dict:
             _create(row, stack, gone, {"log": str(log.path)}, receiver.url("/gone"))
             _settle(row, stack, [flaky, gone], _settle_timeout(fast))
 
-            if not receiver.wait_calls(1, _settle_timeout(fast), path="/gone"):
+            try:
+                receiver.wait_for(1, _settle_timeout(fast), path="/gone")
+            except WaitTimeout:
                 row.callbacks_lost += 1
             _count_callbacks(row, receiver, [flaky], _settle_timeout(fast), path="/flaky")
-            tries = receiver.calls_for("/flaky")
+            tries = receiver.requests_for("/flaky")
             if [c["answered"] for c in tries] != [500, 500, 200]:
                 row.problems.append(f"/flaky answers {[c['answered'] for c in tries]}, expected [500, 500, 200]")
             if tries and tries[-1]["answered"] == 200:
-                row.recovery_seconds = tries[-1]["at"] - tries[0]["at"]
-            record = wait_for(lambda: _sent_record(stack, flaky), 10)
+                row.recovery_seconds = tries[-1]["received"] - tries[0]["received"]
+            record = poll_until(lambda: _sent_record(stack, flaky), 10)
             if not record or record["attempts"] != 3:
                 row.problems.append(f"/flaky record: {record}")
 
@@ -295,12 +291,12 @@ def receiver_errors(fast: bool) -> dict:
                 records = stage["callbacks"] if stage else []
                 return records[0] if records and records[0]["status"] == "failed" else None
 
-            record = wait_for(failed_record, 10)
-            gone_calls = receiver.calls_for("/gone")
+            record = poll_until(failed_record, 10)
+            gone_calls = receiver.requests_for("/gone")
             if gone_calls:  # a second try would come within ``quiet`` of the first
-                time.sleep(max(0.0, gone_calls[0]["at"] + quiet - time.monotonic()))
-            if len(receiver.calls_for("/gone")) != 1:
-                row.problems.append(f"/gone got {len(receiver.calls_for('/gone'))} tries, expected 1")
+                time.sleep(max(0.0, gone_calls[0]["received"] + quiet - time.monotonic()))
+            if len(receiver.requests_for("/gone")) != 1:
+                row.problems.append(f"/gone got {len(receiver.requests_for('/gone'))} tries, expected 1")
             if not record or record["attempts"] != 1 or record["last_status_code"] != 410:
                 row.problems.append(f"/gone record: {record}")
             row.duplicate_runs = _duplicate_runs(log, [flaky, gone], Counter())
@@ -328,10 +324,10 @@ def redis_killed(fast: bool) -> dict:
                 _create(row, stack, task_id, {"log": str(log.path)}, receiver.url())
             _settle(row, stack, settled, _settle_timeout(fast))
             _count_callbacks(row, receiver, settled, _settle_timeout(fast))
-            wait_for(lambda: all(_sent_record(stack, t) for t in settled), 10)
+            poll_until(lambda: all(_sent_record(stack, t) for t in settled), 10)
             before = {t: stack.document(t) for t in settled}
 
-            acked, killed_at = _stream_creates_then(stack, write_seconds, stack.kill_redis)
+            acked, killed_at = _stream_creates_then(stack, write_seconds, stack.redis_server.kill)
             answers = _probe_while_down(stack, settled[0], down_seconds)
             row.requests += len(settled) + len(acked)
             slowest = max((elapsed for _, elapsed in answers), default=0.0)
@@ -341,11 +337,11 @@ def redis_killed(fast: bool) -> dict:
             if slowest > 5:
                 row.problems.append(f"an answer took {slowest:.1f} s while Redis was down")
 
-            stack.restart_redis()
+            stack.redis_server.restart()
             up_at = time.monotonic()
             # The first create after the restart: gunicorn and the workers reconnect alone.
             probe = new_task_id("after")
-            if not wait_for(lambda: _try_create(stack, probe, log, receiver.url()), 30, 0.2):
+            if not poll_until(lambda: _try_create(stack, probe, log, receiver.url()), 30, 0.2):
                 row.problems.append("no create was accepted within 30 s of the restart")
             row.requests += 1
             _settle(row, stack, [probe], _settle_timeout(fast))
@@ -420,11 +416,11 @@ def redis_killed_under_busy_workers(fast: bool) -> dict:
             task_ids = [new_task_id("busy") for _ in range(2)]
             for task_id in task_ids:
                 _create(row, stack, task_id, {"log": str(log.path), "seconds": seconds}, receiver.url("/busy"))
-            if not wait_for(lambda: len({run[3] for run in log.runs()}) == 2, 20):
+            if not poll_until(lambda: len({run[3] for run in log.runs()}) == 2, 20):
                 raise Abort("the two tasks did not start on two workers")
-            stack.kill_redis()
+            stack.redis_server.kill()
             time.sleep(down_seconds)
-            stack.restart_redis()
+            stack.redis_server.restart()
             up_at = time.monotonic()
 
             deadline = up_at + bound
@@ -432,7 +428,7 @@ def redis_killed_under_busy_workers(fast: bool) -> dict:
             _count_callbacks(row, receiver, task_ids, _left(deadline), path="/busy")
             delivered = receiver.delivered("/busy").values()
             if len(delivered) == len(task_ids):
-                row.recovery_seconds = max(call["at"] for call in delivered) - up_at
+                row.recovery_seconds = max(call["received"] for call in delivered) - up_at
             exited = [w.popen.returncode for w in stack.workers if not w.alive()]
             if exited:
                 row.problems.append(f"{len(exited)} of {len(stack.workers)} workers exited (codes {exited})")
@@ -455,9 +451,9 @@ def scheduler_worker_killed(fast: bool) -> dict:
             task_id = new_task_id("sched")
             _create(row, stack, task_id, {"log": str(log.path)}, receiver.url("/retry"))
             # Kill only once the failed first try is recorded and its retry scheduled.
-            if not wait_for(lambda: (stack.stage(task_id, TASK) or {}).get("callbacks", [{}])[0].get("attempts"), 20):
+            if not poll_until(lambda: (stack.stage(task_id, TASK) or {}).get("callbacks", [{}])[0].get("attempts"), 20):
                 raise Abort("the first try was never recorded")
-            holder = wait_for(stack.scheduler_worker, 10)
+            holder = poll_until(stack.scheduler_worker, 10)
             if holder is None:
                 raise Abort("no worker holds the scheduler lock")
             killed_at = time.monotonic()
@@ -469,7 +465,7 @@ def scheduler_worker_killed(fast: bool) -> dict:
             _count_callbacks(row, receiver, [task_id], _left(deadline), path="/retry")
             delivered = receiver.delivered("/retry").values()
             if delivered:
-                row.recovery_seconds = max(call["at"] for call in delivered) - killed_at
+                row.recovery_seconds = max(call["received"] for call in delivered) - killed_at
             row.duplicate_runs = _duplicate_runs(log, [task_id], Counter())
             row.note(f"retry due {json.loads(env['GATEWAY_CALLBACK_RETRY_INTERVALS'])[0]} s after the first try; "
                      f"waited {bound} s; recovery = kill -> retry delivered")  # fmt: skip
@@ -540,7 +536,7 @@ def worker_killed_after_finish(fast: bool) -> dict:
             _count_callbacks(row, receiver, [task_id], _left(killed_at + bound))
             delivered = receiver.delivered().values()
             if delivered:
-                row.recovery_seconds = max(call["at"] for call in delivered) - killed_at
+                row.recovery_seconds = max(call["received"] for call in delivered) - killed_at
             row.duplicate_runs = _duplicate_runs(log, [task_id], Counter())
             row.note(f"waited {bound} s; recovery = kill -> callback delivered")
     return _done(row)
@@ -564,7 +560,7 @@ def web_killed_after_claim(fast: bool) -> dict:
             if first != "dropped":
                 raise Abort(f"the failpoint did not fire: HTTP {first}")
             # The careful client's retry, once gunicorn has a new web process.
-            retry = wait_for(lambda: _try_create(stack, task_id, log, receiver.url()), 20, 0.1)
+            retry = poll_until(lambda: _try_create(stack, task_id, log, receiver.url()), 20, 0.1)
             row.requests += 2
             if not retry:
                 raise Abort("the retried create was not accepted")
@@ -590,7 +586,7 @@ def worker_sigterm(fast: bool) -> dict:
             log = RunLog(workdir / "runs.log")
             task_id = new_task_id("term")
             _create(row, stack, task_id, {"log": str(log.path), "seconds": seconds}, receiver.url())
-            started = wait_for(log.runs, 20)
+            started = poll_until(log.runs, 20)
             if not started:
                 raise Abort("the task never started")
             worker = stack.worker_by_pid(started[0][3])
@@ -624,7 +620,7 @@ def gunicorn_sigterm(fast: bool) -> dict:
 
             def send(kind: str, gate: threading.Event | None) -> str:
                 task_id = new_task_id("gw")
-                outcome = _post_raw(stack.web_port, task_id, log, gate)
+                outcome = _post_raw(stack.port, task_id, log, gate)
                 with lock:
                     outcomes.append((kind, outcome, task_id))
                 return outcome
@@ -643,10 +639,10 @@ def gunicorn_sigterm(fast: bool) -> dict:
                 thread.start()
             time.sleep(0.3)
             signalled_at = time.monotonic()
-            stack.gunicorn.terminate()
+            stack.web.terminate()
             time.sleep(0.3)
             finish_bodies.set()
-            exited = stack.gunicorn.wait(40)
+            exited = stack.web.wait(40)
             exit_seconds = time.monotonic() - signalled_at
             for thread in loopers + slow_senders:
                 thread.join(60)
@@ -663,8 +659,8 @@ def gunicorn_sigterm(fast: bool) -> dict:
                 row.problems.append(f"requests in flight at SIGTERM got {dict(slow_answers)}")
             # Whatever was accepted runs; a reset create must not have been processed
             # (its client saw no answer), which a new gunicorn lets us check.
-            stack.start_gunicorn()
-            wait_for(stack.healthy, 30, 0.1)
+            stack.start_web()
+            poll_until(stack.healthy, 30, 0.1)
             accepted = [t for _, outcome, t in outcomes if outcome == "202"]
             _settle(row, stack, accepted, _settle_timeout(fast))
             reset = [t for _, outcome, t in outcomes if outcome == "reset"]
