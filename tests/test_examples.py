@@ -1,0 +1,215 @@
+"""The examples, run as a user runs them: the ``examples.tasks.words`` plugin through real
+gunicorn and RQ workers that load it with ``GATEWAY_TASK_MODULES``, and the sample
+receiver (``examples/receiver/app.py``) as a real HTTP server on loopback, verifying the
+signed callbacks of a completed hit, a pending hit and a failure, and dropping a
+duplicate. The README's callback example is run against the real quickstart."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from standardwebhooks import Webhook
+
+from gateway.embedded import free_port
+from tests.conftest import ROOT, SECRET, Stack, wait_until
+from tests.faults.harness import wait_for
+
+EXAMPLES_DB = 10  # apart from the other stacks' databases: their workers must not take our jobs
+
+
+class ReceiverProcess:
+    """``python examples/receiver/app.py --port P``, its output read line by line."""
+
+    def __init__(self, secret: str) -> None:
+        self.port = free_port()
+        self.lines: list[str] = []
+        env = {"PATH": "/usr/bin:/bin", "WEBHOOK_SECRET": secret, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "receiver" / "app.py"), "--port", str(self.port)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_until(self._answers, timeout=30)
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def _answers(self) -> bool:
+        try:
+            requests.get(self.url(), timeout=1)
+        except requests.RequestException:
+            return False
+        return True
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def shown(self) -> dict[str, dict[str, str]]:
+        """delivery id → the fields the receiver showed for it, as printed."""
+        deliveries: dict[str, dict[str, str]] = {}
+        current: dict[str, str] | None = None
+        for line in list(self.lines):
+            if match := re.fullmatch(r"callback ([0-9a-f]{32}) verified", line):
+                current = deliveries.setdefault(match.group(1), {})
+            elif current is not None and line.startswith("  "):
+                name, _, value = line.strip().partition(" ")
+                current[name] = value.strip()
+            else:
+                current = None
+        return deliveries
+
+    def wait_shown(self, task_id: str, count: int = 1) -> list[dict[str, str]]:
+        """The deliveries shown for ``task_id`` once there are ``count`` of them (complete)."""
+
+        def found():
+            mine = [fields for fields in self.shown().values() if fields.get("task_id") == task_id]
+            return mine if len(mine) == count and all("result.duration" in f for f in mine) else None
+
+        deliveries = wait_for(found, 30)
+        assert deliveries, f"no {count} callback(s) for {task_id} in:\n" + "\n".join(self.lines[-60:])
+        return deliveries
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(15)
+
+
+@pytest.fixture(scope="module")
+def sample_receiver():
+    receiver = ReceiverProcess(SECRET)
+    yield receiver
+    receiver.close()
+
+
+class Gateway:
+    """gunicorn and a delivery worker loading the example plugin, and nothing else; runs
+    wait in the ``text`` queue until ``run_queued`` drains it (so that a test can send a
+    second request while the first run is still pending)."""
+
+    def __init__(self, redis_server, tmp_path: Path) -> None:
+        redis.Redis(port=redis_server.port, db=EXAMPLES_DB).flushdb()
+        env = {"GATEWAY_TASK_MODULES": "examples.tasks.words", "GATEWAY_DEMO_TASKS": "false"}
+        self.stack = Stack(redis_server, tmp_path, workers=0, db=EXAMPLES_DB, env=env)
+        self.env = self.stack.env
+        self.delivery_log = open(tmp_path / "delivery-worker.log", "w")  # noqa: SIM115 (closed in stop)
+        self.delivery_worker = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--queues", "callbacks"],
+            cwd=ROOT, env=self.env, stdout=self.delivery_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def post(self, body: dict) -> requests.Response:
+        return self.stack.post(body)
+
+    def status(self, task_id: str) -> dict:
+        return self.stack.status(task_id)
+
+    def run_queued(self) -> None:
+        """A run worker for the ``text`` node, as an operator starts one, until the queue is empty."""
+        command = [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--queues", "text", "--burst"]
+        subprocess.run(command, cwd=ROOT, env=self.env, check=True, timeout=60, capture_output=True)
+
+    def stop(self) -> None:
+        self.delivery_worker.terminate()
+        self.delivery_worker.wait(30)
+        self.delivery_log.close()
+        self.stack.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_server, tmp_path_factory):
+    running = Gateway(redis_server, tmp_path_factory.mktemp("examples"))
+    yield running
+    running.stop()
+
+
+def count_words(task_id: str, text: object, callback: str | None = None) -> dict:
+    body: dict = {"task_name": "text.word_count", "task_id": task_id, "input_data": {"text": text}}
+    if callback:
+        body["callback"] = callback
+    return body
+
+
+@pytest.fixture
+def words_task_id():
+    return f"words-{uuid.uuid4().hex[:10]}"
+
+
+def test_the_plugin_is_registered_on_its_own_node(gateway):
+    supported = requests.get(gateway.stack.base + "/v1/tasks/supported-tasks", timeout=10).json()
+    assert supported == {"nodes": {"text": ["text.word_count"]}, "tasks": ["text.word_count"]}
+
+
+def test_a_run_and_a_completed_hit_are_pushed_and_verified(gateway, sample_receiver, words_task_id):
+    request = count_words(words_task_id, "The cat and the hat. The end!", sample_receiver.url())
+
+    assert gateway.post(request).status_code == 202
+    gateway.run_queued()
+    [first] = sample_receiver.wait_shown(words_task_id)
+    hit = gateway.post(request)
+    [_, second] = sample_receiver.wait_shown(words_task_id, 2)
+
+    output = {"words": 7, "distinct": 5, "top": [{"word": "the", "count": 3}, {"word": "cat", "count": 1},
+                                                 {"word": "and", "count": 1}]}  # fmt: skip
+    assert (first["status"], first["result.status"], first["reuse_info"]) == ("completed", "SUCCESS", "null")
+    assert json.loads(first["result.output"]) == output
+    assert first["task_name"] == "text.word_count"
+    assert hit.status_code == 200 and hit.json()["result"]["output"] == output
+    assert json.loads(second["reuse_info"])["state"] == "completed"
+    assert second["result.output"] == first["result.output"]
+
+
+def test_a_pending_hit_is_pushed_when_the_run_ends(gateway, sample_receiver, words_task_id):
+    assert gateway.post(count_words(words_task_id, "one two two")).status_code == 202  # queued, no worker yet
+
+    pending = gateway.post(count_words(words_task_id, "one two two", sample_receiver.url()))
+    [record] = gateway.status(words_task_id)["stages"]["text.word_count"]["callbacks"]
+    assert (record["status"], record["attempts"]) == ("queued", 0)  # waits for the run
+    gateway.run_queued()
+    [shown] = sample_receiver.wait_shown(words_task_id)
+
+    assert pending.status_code == 202
+    assert pending.json()["reuse_info"]["state"] == "pending"
+    assert json.loads(shown["reuse_info"])["state"] == "pending"
+    assert json.loads(shown["result.output"])["words"] == 3
+
+
+def test_a_failed_run_is_pushed_with_its_error(gateway, sample_receiver, words_task_id):
+    assert gateway.post(count_words(words_task_id, 42, sample_receiver.url())).status_code == 202
+    gateway.run_queued()
+    [shown] = sample_receiver.wait_shown(words_task_id)
+
+    assert (shown["status"], shown["result.status"], shown["result.output"]) == ("failed", "FAILED", "null")
+    assert json.loads(shown["result.error"]) == "ValueError: input_data.text must be a string, got int"
+
+
+def test_the_receiver_drops_a_duplicate_and_refuses_a_bad_signature(gateway, sample_receiver, words_task_id):
+    assert gateway.post(count_words(words_task_id, "hello", sample_receiver.url())).status_code == 202
+    gateway.run_queued()
+    sample_receiver.wait_shown(words_task_id)
+    [record] = gateway.status(words_task_id)["stages"]["text.word_count"]["callbacks"]
+    delivery_id = record["delivery_id"]
+
+    # The same delivery again, as the gateway sends it when it missed the first answer.
+    body = json.dumps({"task_id": words_task_id, "note": "the same delivery, sent again"})
+    now = datetime.now(UTC)
+    headers = {"webhook-id": delivery_id, "webhook-timestamp": str(int(now.timestamp())),
+               "webhook-signature": Webhook(SECRET).sign(delivery_id, now, body),
+               "Content-Type": "application/json"}  # fmt: skip
+    again = requests.post(sample_receiver.url(), data=body, headers=headers, timeout=10)
+    forged = requests.post(sample_receiver.url(), data=body + " ", headers=headers, timeout=10)
+
+    assert again.status_code == 204
+    assert wait_for(lambda: f"duplicate {delivery_id}: already handled, ignored" in sample_receiver.lines, 10)
+    assert forged.status_code == 400
+    assert len(sample_receiver.wait_shown(words_task_id)) == 1
