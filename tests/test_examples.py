@@ -7,7 +7,9 @@ duplicate. The README's callback example is run against the real quickstart."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +25,7 @@ from standardwebhooks import Webhook
 from gateway.embedded import free_port
 from tests.conftest import ROOT, SECRET, Stack, wait_until
 from tests.faults.harness import wait_for
+from tests.test_serve import Serve
 
 EXAMPLES_DB = 10  # apart from the other stacks' databases: their workers must not take our jobs
 
@@ -30,13 +33,22 @@ EXAMPLES_DB = 10  # apart from the other stacks' databases: their workers must n
 class ReceiverProcess:
     """``python examples/receiver/app.py --port P``, its output read line by line."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str | None = None, shell_command: str | None = None) -> None:
+        """Started with ``secret``, or by ``shell_command`` (a documented command line),
+        to which ``--port`` is added."""
         self.port = free_port()
         self.lines: list[str] = []
-        env = {"PATH": "/usr/bin:/bin", "WEBHOOK_SECRET": secret, "PYTHONUNBUFFERED": "1"}
+        env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
+        if shell_command is None:
+            command: str | list[str] = [sys.executable, str(ROOT / "examples" / "receiver" / "app.py")]
+            command += ["--port", str(self.port)]
+            env["WEBHOOK_SECRET"] = secret or ""
+        else:
+            command = f"{shell_command} --port {self.port}"
+        # A session of its own: a shell's children are stopped with it.
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "examples" / "receiver" / "app.py"), "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command, shell=shell_command is not None, cwd=ROOT, env=env, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         threading.Thread(target=self._read, daemon=True).start()
         wait_until(self._answers, timeout=30)
@@ -81,7 +93,7 @@ class ReceiverProcess:
         return deliveries
 
     def close(self) -> None:
-        self.process.terminate()
+        os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(15)
 
 
@@ -213,3 +225,50 @@ def test_the_receiver_drops_a_duplicate_and_refuses_a_bad_signature(gateway, sam
     assert wait_for(lambda: f"duplicate {delivery_id}: already handled, ignored" in sample_receiver.lines, 10)
     assert forged.status_code == 400
     assert len(sample_receiver.wait_shown(words_task_id)) == 1
+
+
+# -- the README's callback example, against the real quickstart --------------------------
+
+README = ROOT / "README.md"
+
+
+def readme_command(name: str) -> str:
+    """The shell command of the README block marked ``<!-- check: name -->``, on one line."""
+    match = re.search(rf"<!-- check: {name} -->\n```sh\n(.*?)\n```", README.read_text(), re.DOTALL)
+    assert match, f"no block <!-- check: {name} --> in README.md"
+    return match.group(1).replace("\\\n", " ")
+
+
+def readme_output() -> dict[str, str]:
+    """The receiver output the README shows: label → value."""
+    text = README.read_text()
+    block = text[text.index("callback d9115cfa") :].split("```")[0]
+    return {name: value.strip() for name, _, value in (line.strip().partition(" ") for line in block.splitlines()[1:])}
+
+
+def test_the_readme_callback_example_works_as_written(tmp_path):
+    quickstart = Serve(tmp_path, env={"GATEWAY_WEB_WORKERS": "1"})
+    receiver = None
+    try:
+        quickstart.wait_line("first task:")
+        python = readme_command("receiver").replace(".venv/bin/python", sys.executable)
+        receiver = ReceiverProcess(shell_command=python)
+        callback = readme_command("callback").replace("localhost:8788", f"127.0.0.1:{quickstart.port}")
+        callback = callback.replace("127.0.0.1:8789", f"127.0.0.1:{receiver.port}")
+
+        answer = subprocess.run(callback, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        [shown] = receiver.wait_shown("task-demo-002")
+
+        assert json.loads(answer.stdout)["reuse_info"]["state"] == "miss"
+        documented = readme_output()
+        assert set(shown) == set(documented)
+        volatile = {"timestamp", "result.duration"}
+        assert {k: v for k, v in shown.items() if k not in volatile} == {
+            k: v for k, v in documented.items() if k not in volatile
+        }
+        assert quickstart.terminate() == 0
+    finally:
+        if receiver is not None:
+            receiver.close()
+        if quickstart.process.poll() is None:
+            quickstart.kill()
