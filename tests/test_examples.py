@@ -272,3 +272,23 @@ def test_the_readme_callback_example_works_as_written(tmp_path):
             receiver.close()
         if quickstart.process.poll() is None:
             quickstart.kill()
+
+
+# -- docs/TASKS.md's handler tests, as a reader runs them ----------------------------------
+
+
+def test_the_handler_tests_of_the_task_guide_pass(redis_server, tmp_path):
+    guide = (ROOT / "docs" / "TASKS.md").read_text()
+    match = re.search(r"<!-- check: handler-tests -->\n```python\n(.*?)\n```", guide, re.DOTALL)
+    assert match, "no block <!-- check: handler-tests --> in docs/TASKS.md"
+    quickstart_url = "redis://127.0.0.1:6390/15"
+    assert quickstart_url in match.group(1)
+    test_file = tmp_path / "test_words.py"
+    test_file.write_text(match.group(1).replace(quickstart_url, f"redis://127.0.0.1:{redis_server.port}/11"))
+
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}, "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    assert "2 passed" in finished.stdout
