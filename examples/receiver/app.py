@@ -7,8 +7,9 @@ Run it beside the quickstart (docs/CALLBACKS.md)::
     WEBHOOK_SECRET=$(cat var/callback-signing-secret) .venv/bin/python examples/receiver/app.py
 
 and send callbacks to ``http://127.0.0.1:8789/hook``. ``--port`` picks another port.
-In production run ``create_app()`` under gunicorn and keep the seen ids where every
-process sees them (a unique key in your database): this one remembers them in memory.
+In production run ``create_app()`` under gunicorn (``gunicorn 'app:create_app()'`` from
+this folder) and keep the seen ids where every process sees them (a unique key in your
+database): this one remembers them in its own memory.
 """
 
 from __future__ import annotations
