@@ -313,7 +313,8 @@ def first_task_command(address: tuple[str, int] | str) -> str:
         target = f"--unix-socket {address} http://localhost/v1/tasks"
     else:
         host = _reachable_host(address[0])
-        target = f"http://{f'[{host}]' if ':' in host else host}:{address[1]}/v1/tasks"
+        # -g: curl would read an IPv6 address's brackets as a URL pattern.
+        target = f"-g http://[{host}]:{address[1]}/v1/tasks" if ":" in host else f"http://{host}:{address[1]}/v1/tasks"
     return f"curl -s {target} -H 'Content-Type: application/json' -d '{FIRST_TASK_BODY}'"
 
 

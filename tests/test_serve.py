@@ -21,6 +21,7 @@ from standardwebhooks import Webhook
 
 from gateway.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError, free_port
 from gateway.scripts import read_sources, rq_sources
+from gateway.serve import bind_address, start_up_message
 from tests.faults.harness import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -301,3 +302,18 @@ def test_with_your_own_redis_callbacks_to_this_machine_are_refused(serve, other_
     assert refused.status_code == 400
     assert "callback" in refused.json()["error"]["details"]
     assert quickstart.terminate() == 0
+
+
+def test_start_up_never_shows_a_redis_password_and_fits_the_address():
+    env = {"GATEWAY_REDIS_URL": "redis://gateway:s3cret-pass@redis.internal:6379/0"}
+    said = {
+        bind: start_up_message({**env, "GATEWAY_BIND": bind}, bind_address(bind), None, None)
+        for bind in ("unix:/tmp/gateway.sock", "0.0.0.0:8788", "[::1]:8788")
+    }
+
+    for text in said.values():
+        assert "s3cret-pass" not in text
+        assert "redis://gateway:***@redis.internal:6379/0" in text
+    assert "curl -s --unix-socket /tmp/gateway.sock http://localhost/v1/tasks " in said["unix:/tmp/gateway.sock"]
+    assert "curl -s http://127.0.0.1:8788/v1/tasks " in said["0.0.0.0:8788"]
+    assert "curl -s -g http://[::1]:8788/v1/tasks " in said["[::1]:8788"]
