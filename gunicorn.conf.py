@@ -37,3 +37,17 @@ _control_socket = os.environ.get("GATEWAY_CONTROL_SOCKET")
 if _control_socket:
     control_socket = _control_socket
 control_socket_disable = not _control_socket
+
+
+def on_starting(server):
+    """In the master, once per start: warn when the API is open (no API tokens). Here and
+    not in the app factory, which every web worker, RQ worker and command runs."""
+    from gateway import config, tenancy
+    from gateway.exceptions import ConfigError
+
+    try:
+        tokens = config.validate(config.from_environment(os.environ)).get("API_TOKENS")
+    except ConfigError:
+        return  # the app names the bad variable and stops
+    if not tokens:
+        server.log.warning(tenancy.OPEN_API_WARNING)

@@ -23,6 +23,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from gateway.api import jsonio
 
     app = Flask(__name__)
+    # Reading app.logger installs Flask's handler (with a time) on the "gateway" logger,
+    # which every gateway.* module logs through: at once, so that it is there in every
+    # process before anything logs (a worker's retries to reach Redis, for one).
+    _ = app.logger
     config.load(app, test_config)
     app.json = jsonio.GatewayJSONProvider(app)
     connections.init_app(app)

@@ -1,6 +1,11 @@
 """The quickstart: Redis (embedded unless GATEWAY_REDIS_URL is set), an RQ worker and
 gunicorn, run together until Ctrl-C or SIGTERM. ``python -m gateway.serve``.
 
+Once the gateway answers it prints where it listens, where Redis keeps its data, how
+callbacks are signed and the command that submits a first task. Callbacks are signed with
+a secret kept in ``var/callback-signing-secret`` (made on the first start) unless
+GATEWAY_CALLBACK_SIGNING_SECRET is set, so that a receiver can verify them from the start.
+
 Each child runs in a process group of its own and is stopped as a group (SIGTERM, then
 SIGKILL after a grace period), so that what it forked (RQ's scheduler, gunicorn's
 workers) goes with it. A worker that dies is started again; gunicorn or the embedded
@@ -9,14 +14,17 @@ Redis dying ends the quickstart with a non-zero status.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from gunicorn.util import parse_address
 
@@ -30,6 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_PORT = 6390
 BIND = "127.0.0.1:8788"
 HEALTH_PATH = "/v1/tasks/health"
+#: The quickstart's callback signing secret, made on the first start and kept, so that a
+#: receiver set up once goes on verifying after a restart.
+SECRET_FILE = ROOT / "var" / "callback-signing-secret"
+#: What the start-up message offers to run first (the README's first command too).
+FIRST_TASK_BODY = '{"task_name": "demo.echo", "task_id": "task-demo-001", "input_data": {"text": "hi"}}'
 #: gunicorn's graceful_timeout (30 s) and a little: in-flight requests and runs may finish.
 STOP_GRACE_SECONDS = 35.0
 #: How long what a child forked may outlive it after SIGTERM before SIGKILL.
@@ -56,10 +69,12 @@ class Child:
     """A command started in a new session (so a process group of its own: Ctrl-C reaches
     only us, and a stop reaches everything the command forked)."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], output=None) -> None:
         self.name = name
         self.command = command
         self.env = env
+        #: A file for the command's stdout and stderr; None: ours.
+        self.output = output
         self.process: subprocess.Popen | None = None
         self.started_at = 0.0
 
@@ -69,7 +84,14 @@ class Child:
         return self.process.pid
 
     def start(self) -> Child:
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+            stdout=self.output,
+            stderr=None if self.output is None else subprocess.STDOUT,
+        )
         self.started_at = time.monotonic()
         return self
 
@@ -236,6 +258,102 @@ def health_status(address: tuple[str, int] | str) -> int | None:
         connection.close()
 
 
+# -- the callback signing secret -----------------------------------------------------------
+
+
+def quickstart_secret(path: Path = SECRET_FILE) -> str:
+    """The secret kept in ``path``, made (``whsec_`` + 32 random bytes) when there is none.
+
+    Written under a temporary name and linked into place, so that two quickstarts starting
+    at once agree on one secret and none reads a half-written file.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = "whsec_" + base64.b64encode(os.urandom(32)).decode("ascii")
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secret + "\n")
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another quickstart made it first: use theirs
+        finally:
+            os.unlink(temporary)
+    secret = path.read_text().strip()
+    try:
+        config.check_environment({"GATEWAY_CALLBACK_SIGNING_SECRET": secret})
+    except ConfigError:
+        raise QuickstartError(f"{path} holds no valid signing secret; delete it and a new one is made") from None
+    return secret
+
+
+# -- what the quickstart says once the gateway answers -------------------------------------
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (a Redis URL may carry one)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current folder when it lies under it (what to type)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def first_task_command(address: tuple[str, int] | str) -> str:
+    """The curl command that submits a first task to the gateway at ``address``."""
+    if isinstance(address, str):
+        target = f"--unix-socket {address} http://localhost/v1/tasks"
+    else:
+        host = _reachable_host(address[0])
+        # -g: curl would read an IPv6 address's brackets as a URL pattern.
+        target = f"-g http://[{host}]:{address[1]}/v1/tasks" if ":" in host else f"http://{host}:{address[1]}/v1/tasks"
+    return f"curl -s {target} -H 'Content-Type: application/json' -d '{FIRST_TASK_BODY}'"
+
+
+def _setting(env: dict[str, str], name: str) -> object:
+    """The checked value of the setting ``name`` in ``env`` (``main`` checked them all)."""
+    return config.validate({**config.DEFAULTS, **config.from_environment(env)})[name]
+
+
+def start_up_message(
+    env: dict[str, str], address: tuple[str, int] | str, redis_server: EmbeddedRedis | None, secret_file: Path | None
+) -> str:
+    """Where the gateway listens, where Redis keeps its data, how callbacks are signed
+    (``secret_file``: the quickstart's secret, None: the operator's) and whom they may
+    reach, and the command to submit a first task."""
+    if redis_server is not None:
+        store = f"embedded, {redis_server.url}; data and AOF in {shown_path(redis_server.data_dir)}"
+    else:
+        store = f"yours, {redacted(env['GATEWAY_REDIS_URL'])} (GATEWAY_REDIS_URL); data where that server keeps it"
+    if secret_file is not None:
+        signing = f"signed with the secret in {shown_path(secret_file)}"
+    else:
+        signing = "signed with GATEWAY_CALLBACK_SIGNING_SECRET"
+    if _setting(env, "CALLBACK_ALLOW_PRIVATE_NETWORKS"):
+        reach = "receivers on this machine allowed"
+    else:
+        reach = (
+            "public addresses only (and GATEWAY_CALLBACK_ALLOWED_HOSTS); "
+            "GATEWAY_CALLBACK_ALLOW_PRIVATE_NETWORKS=true allows a receiver on this machine"
+        )
+    return "\n".join(
+        [
+            f"gateway on http://{env['GATEWAY_BIND']}  (Ctrl-C stops)",
+            f"  Redis:      {store}",
+            f"  callbacks:  {signing}; {reach}",
+            f"  first task: {first_task_command(address)}",
+        ]
+    )
+
+
 # -- the quickstart -------------------------------------------------------------------------
 
 
@@ -243,6 +361,8 @@ class Quickstart:
     def __init__(self) -> None:
         self.env = dict(os.environ)
         self.redis_server: EmbeddedRedis | None = None
+        #: Where the callback signing secret was read, when the quickstart provides it.
+        self.secret_file: Path | None = None
         self.children: list[Child] = []
         self.stopping = False
         self.worker_backoff = Backoff()
@@ -250,8 +370,8 @@ class Quickstart:
     def stop(self, *_: object) -> None:
         self.stopping = True
 
-    def spawn(self, name: str, *args: str) -> Child:
-        child = Child(name, [sys.executable, "-m", *args], self.env).start()
+    def spawn(self, name: str, *args: str, output=None) -> Child:
+        child = Child(name, [sys.executable, "-m", *args], self.env, output).start()
         self.children.append(child)
         return child
 
@@ -271,18 +391,31 @@ class Quickstart:
                 f"embedded Redis on {self.redis_server.url} (pid {self.redis_server.process.pid}), "
                 f"data and AOF in {self.redis_server.data_dir}"
             )
-        loader = self.spawn("scripts", "flask", "--app", "wsgi", "scripts", "load")
-        while loader.running() and not self.stopping:
-            time.sleep(0.05)
-        if self.stopping:
+        if not env.get("GATEWAY_CALLBACK_SIGNING_SECRET", "").strip():
+            env["GATEWAY_CALLBACK_SIGNING_SECRET"] = quickstart_secret(SECRET_FILE)
+            self.secret_file = SECRET_FILE
+        if not self.load_scripts():
             return 0
-        if loader.exit_code() != 0:
-            raise QuickstartError(f"loading the Lua scripts failed (exit code {loader.exit_code()})")
-        loader.process.wait()
-        self.children.remove(loader)
         gunicorn = self.spawn("gunicorn", "gunicorn", "wsgi:app")
         worker = self.spawn("worker", "flask", "--app", "wsgi", "worker")
         return self.supervise(gunicorn, worker, address)
+
+    def load_scripts(self) -> bool:
+        """Load the Lua scripts into Redis; False when asked to stop meanwhile. Its list of
+        names and SHAs is shown only when loading fails (a newcomer needs none of it)."""
+        with tempfile.TemporaryFile("w+") as output:
+            loader = self.spawn("scripts", "flask", "--app", "wsgi", "scripts", "load", output=output)
+            while loader.running() and not self.stopping:
+                time.sleep(0.05)
+            if self.stopping:
+                return False
+            if loader.exit_code() != 0:
+                output.seek(0)
+                sys.stderr.write(output.read())
+                raise QuickstartError(f"loading the Lua scripts failed (exit code {loader.exit_code()})")
+        loader.process.wait()
+        self.children.remove(loader)
+        return True
 
     def supervise(self, gunicorn: Child, worker: Child, address: tuple[str, int] | str) -> int:
         announced = False
@@ -297,8 +430,10 @@ class Quickstart:
             if not announced:
                 status = health_status(address)
                 if status is not None and gunicorn.running():
-                    note = "" if status == 200 else f"  (health answers {status}: is Redis reachable?)"
-                    print(f"gateway on http://{self.env['GATEWAY_BIND']}  (Ctrl-C stops){note}", flush=True)
+                    message = start_up_message(self.env, address, self.redis_server, self.secret_file)
+                    if status != 200:
+                        message += f"\n  (health answers {status}: is Redis reachable?)"
+                    print(message, flush=True)
                     announced = True
             if restart_at is None and not worker.running():
                 restart_at = time.monotonic() + self.worker_died(worker)

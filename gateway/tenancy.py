@@ -75,10 +75,14 @@ def tenant_of(scoped_id: str) -> str | None:
     return tenant if slash else None
 
 
+#: Said once per start of the web server (``gunicorn.conf.py``'s ``on_starting`` hook, in
+#: gunicorn's master): not by each process that builds the app (web workers, RQ workers,
+#: ``flask`` commands), which would repeat it many times in the quickstart's output.
+OPEN_API_WARNING = (
+    "GATEWAY_API_TOKENS is not set: the API is open to anyone who can reach it, and all "
+    "callers share one namespace of task ids"
+)
+
+
 def init_app(app: Flask) -> None:
     app.extensions["gateway.tokens"] = load_tokens(app.config["API_TOKENS"])
-    if not app.extensions["gateway.tokens"]:
-        app.logger.warning(
-            "GATEWAY_API_TOKENS is not set: the API is open to anyone who can reach it, and all "
-            "callers share one namespace of task ids"
-        )

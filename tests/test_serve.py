@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from standardwebhooks import Webhook
 
 from gateway.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError, free_port
 from gateway.scripts import read_sources, rq_sources
+from gateway.serve import bind_address, start_up_message
 from gateway.testing.waiting import poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,3 +238,82 @@ def test_dead_worker_is_replaced_and_a_stop_leaves_no_process(serve):
     everything = descendants(quickstart.process.pid)
     assert quickstart.terminate() == 0
     assert alive(everything) == []
+
+
+# -- what the quickstart says ------------------------------------------------------------
+
+
+def start_up(quickstart: Serve) -> dict[str, str]:
+    """The start-up message's lines after "gateway on", by label ("Redis", "first task"…)."""
+    quickstart.wait_line("first task:")
+    lines = quickstart.lines[quickstart.lines.index(quickstart.wait_line("gateway on")) + 1 :]
+    return {label.strip(): text.strip() for label, _, text in (line.partition(":") for line in lines[:3])}
+
+
+def test_start_up_says_where_it_listens_where_redis_keeps_its_data_and_how_to_submit(serve, tmp_path):
+    quickstart = serve(env={"GATEWAY_WEB_WORKERS": "3"})
+
+    said = start_up(quickstart)
+
+    assert f"http://127.0.0.1:{quickstart.port}" in quickstart.wait_line("gateway on")
+    assert said["Redis"].startswith("embedded, redis://127.0.0.1:")
+    assert said["Redis"].endswith(f"data and AOF in {tmp_path / 'redis'}")
+    assert said["callbacks"] == (
+        "signed with the secret in var/callback-signing-secret; receivers on this machine allowed"
+    )
+    # The command it prints works as printed (the README starts with it).
+    answer = subprocess.run(said["first task"], shell=True, capture_output=True, text=True, timeout=30)
+    assert '"task_id":"task-demo-001"' in answer.stdout.replace(" ", "")
+    assert quickstart.terminate() == 0
+
+
+def test_open_api_warning_is_said_once_whatever_the_number_of_processes(serve):
+    quickstart = serve(env={"GATEWAY_WEB_WORKERS": "3"})
+    start_up(quickstart)
+    assert quickstart.workers()
+    time.sleep(2)  # the worker and the web workers have built their apps by now
+
+    assert quickstart.output().count("GATEWAY_API_TOKENS is not set") == 1
+    assert quickstart.terminate() == 0
+
+
+def test_callbacks_are_signed_with_the_secret_the_quickstart_keeps(serve, receiver):
+    quickstart = serve()
+    start_up(quickstart)
+    secret = (ROOT / "var" / "callback-signing-secret").read_text().strip()
+    body = {"task_name": "demo.echo", "task_id": f"signed-{uuid.uuid4().hex[:8]}", "input_data": {}}
+
+    assert requests.post(quickstart.base + "/v1/tasks", json={**body, "callback": receiver.url()}, timeout=10).ok
+    [delivery] = receiver.wait_for(1, timeout=30)
+
+    assert Webhook(secret).verify(delivery["raw"], delivery["headers"])["status"] == "completed"
+    assert quickstart.terminate() == 0
+
+
+def test_with_your_own_redis_callbacks_to_this_machine_are_refused(serve, other_redis):
+    quickstart = serve(env={"GATEWAY_REDIS_URL": other_redis.url})
+
+    said = start_up(quickstart)
+    body = {"task_name": "demo.echo", "input_data": {}, "callback": "http://127.0.0.1:8789/hook"}
+    refused = requests.post(quickstart.base + "/v1/tasks", json=body, timeout=10)
+
+    assert said["Redis"] == f"yours, {other_redis.url} (GATEWAY_REDIS_URL); data where that server keeps it"
+    assert "public addresses only" in said["callbacks"]
+    assert refused.status_code == 400
+    assert "callback" in refused.json()["error"]["details"]
+    assert quickstart.terminate() == 0
+
+
+def test_start_up_never_shows_a_redis_password_and_fits_the_address():
+    env = {"GATEWAY_REDIS_URL": "redis://gateway:s3cret-pass@redis.internal:6379/0"}
+    said = {
+        bind: start_up_message({**env, "GATEWAY_BIND": bind}, bind_address(bind), None, None)
+        for bind in ("unix:/tmp/gateway.sock", "0.0.0.0:8788", "[::1]:8788")
+    }
+
+    for text in said.values():
+        assert "s3cret-pass" not in text
+        assert "redis://gateway:***@redis.internal:6379/0" in text
+    assert "curl -s --unix-socket /tmp/gateway.sock http://localhost/v1/tasks " in said["unix:/tmp/gateway.sock"]
+    assert "curl -s http://127.0.0.1:8788/v1/tasks " in said["0.0.0.0:8788"]
+    assert "curl -s -g http://[::1]:8788/v1/tasks " in said["[::1]:8788"]

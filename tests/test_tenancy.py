@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
+import requests
 
 from gateway import create_app
-from tests.conftest import base_config
+from gateway.embedded import free_port
+from tests.conftest import ROOT, base_config, wait_until
 
 TOKEN_A = "token-of-tenant-a-0123456789"
 TOKEN_B = "token-of-tenant-b-9876543210"
@@ -127,10 +132,37 @@ def test_bad_token_configuration_is_refused_at_start(redis_server, tokens):
         create_app({**base_config(redis_server, 0), "API_TOKENS": tokens})
 
 
-def test_open_api_warns_at_start(redis_server, caplog):
-    with caplog.at_level(logging.WARNING):
-        create_app(base_config(redis_server, 0))
-    assert "GATEWAY_API_TOKENS is not set" in caplog.text
+def gunicorn_output(redis_server, tmp_path, **env) -> str:
+    """What real gunicorn (3 web processes) writes from its start to its stop."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
+               "--bind", f"127.0.0.1:{port}", "wsgi:app"]  # fmt: skip
+    environ = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")},
+        "PYTHONPATH": str(ROOT),
+        "GATEWAY_REDIS_URL": base_config(redis_server, 0)["REDIS_URL"],
+        "GATEWAY_WEB_WORKERS": "3",
+        **env,
+    }
+    log = tmp_path / "gunicorn.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: log.read_text().count("Booting worker") == 3, timeout=30)
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/v1/tasks/health", timeout=1).ok, timeout=30)
+    finally:
+        process.terminate()
+        process.wait(30)
+    return log.read_text()
+
+
+def test_open_api_is_warned_of_once_by_gunicorn_not_by_each_process(redis_server, tmp_path):
+    assert gunicorn_output(redis_server, tmp_path).count("GATEWAY_API_TOKENS is not set") == 1
+
+
+def test_no_open_api_warning_with_tokens(redis_server, tmp_path):
+    tokens = json.dumps({TOKEN_A: "alpha"})
+    assert "GATEWAY_API_TOKENS is not set" not in gunicorn_output(redis_server, tmp_path, GATEWAY_API_TOKENS=tokens)
 
 
 def test_tokens_are_never_logged(tenant_app, caplog):

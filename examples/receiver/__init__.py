@@ -1,0 +1,1 @@
+"""The sample callback receiver: ``python examples/receiver/app.py`` (docs/CALLBACKS.md)."""
