@@ -70,7 +70,7 @@ def headers(delivery_id: str, body: str, secrets: list[str]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class TryOutcome:
     """The result of one delivery attempt."""
 
     delivered: bool
@@ -83,7 +83,7 @@ class Outcome:
 
 
 def next_try(
-    outcome: Outcome, try_number: int, *, intervals: list[float], max_retry_after: float
+    outcome: TryOutcome, try_number: int, *, intervals: list[float], max_retry_after: float
 ) -> tuple[documents.DeliveryStatus, float]:
     """The retry schedule: what try ``try_number`` that ended with ``outcome`` leaves the
     delivery (sent, failed, or queued for another try) and how many
@@ -92,7 +92,7 @@ def next_try(
     Try ``n`` is followed by try ``n + 1`` after ``intervals[n - 1]`` seconds
     (``GATEWAY_CALLBACK_RETRY_INTERVALS``), or after the receiver's Retry-After when that
     is longer, capped at ``max_retry_after`` (``GATEWAY_CALLBACK_MAX_RETRY_AFTER_SECONDS``).
-    A refusal that retrying cannot change (``Outcome.final``) or the last interval used
+    A refusal that retrying cannot change (``TryOutcome.final``) or the last interval used
     up fails the delivery.
     """
     if outcome.delivered:
@@ -209,7 +209,9 @@ class _PinnedAddressAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-def post(url: str, body: str, request_headers: dict[str, str], *, timeout: float, policy: urlpolicy.Policy) -> Outcome:
+def post(
+    url: str, body: str, request_headers: dict[str, str], *, timeout: float, policy: urlpolicy.Policy
+) -> TryOutcome:
     """POST one delivery attempt within ``timeout`` seconds in all (resolving,
     connecting, sending, and the answer's status line and headers; the body is not
     read). Never raises: whatever goes wrong is reported as a failed attempt."""
@@ -218,9 +220,9 @@ def post(url: str, body: str, request_headers: dict[str, str], *, timeout: float
         target = urlpolicy.check_url(url, policy)
         address = urlpolicy.resolve_vetted(target.host, target.port, policy)
     except urlpolicy.UrlRefused as error:
-        return Outcome(False, error=f"refused: {error}", final=True)
+        return TryOutcome(False, error=f"refused: {error}", final=True)
     except OSError as error:
-        return Outcome(False, error=str(error))
+        return TryOutcome(False, error=str(error))
     if deadline.remaining() <= 0:
         return _timed_out(timeout)
 
@@ -241,13 +243,13 @@ def post(url: str, body: str, request_headers: dict[str, str], *, timeout: float
     except Exception as error:  # network trouble, or anything requests/urllib3 raise
         if deadline.expired:
             return _timed_out(timeout)
-        return Outcome(False, error=f"{type(error).__name__}: {error}")
+        return TryOutcome(False, error=f"{type(error).__name__}: {error}")
     finally:
         session.close()
     code = response.status_code
     if 200 <= code < 300:
-        return Outcome(True, status_code=code)
-    return Outcome(
+        return TryOutcome(True, status_code=code)
+    return TryOutcome(
         False,
         status_code=code,
         error=f"HTTP {code}",
@@ -256,8 +258,8 @@ def post(url: str, body: str, request_headers: dict[str, str], *, timeout: float
     )
 
 
-def _timed_out(timeout: float) -> Outcome:
-    return Outcome(False, error=f"Timeout: no complete answer within {timeout:g} s")
+def _timed_out(timeout: float) -> TryOutcome:
+    return TryOutcome(False, error=f"Timeout: no complete answer within {timeout:g} s")
 
 
 def _retry_after(value: str | None) -> float | None:

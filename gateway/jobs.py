@@ -130,7 +130,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             # Left to RQ, it would leave no trace in the record, and a failed job holding
             # the result that the sweeper sends again and again.
             log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
-            outcome = callbacks.Outcome(False, error=f"internal error: {type(error).__name__}: {error}")
+            outcome = callbacks.TryOutcome(False, error=f"internal error: {type(error).__name__}: {error}")
         status, delay = callbacks.next_try(
             outcome,
             try_number,

@@ -2,7 +2,7 @@
 
 Each scenario kills or stops something for real and counts what the promises forbid:
 an accepted stage that never ends, a callback never delivered, a run made twice. For the
-full variants and their figures: ``.venv/bin/python bench/faults.py``.
+full variants and their figures: ``.venv/bin/python -m tests.faults.report``.
 """
 
 from __future__ import annotations

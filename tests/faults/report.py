@@ -1,9 +1,9 @@
 """Fault-injection figures: every scenario of tests/faults/scenarios.py, full variants
 (the shipped leases and timeouts, a 60 s receiver outage), printed as a Markdown table.
 
-    .venv/bin/python bench/faults.py                 # everything, about 17 minutes
-    .venv/bin/python bench/faults.py --fast          # the CI variants
-    .venv/bin/python bench/faults.py --only redis_killed,receiver_outage
+    .venv/bin/python -m tests.faults.report                 # everything, about 17 minutes
+    .venv/bin/python -m tests.faults.report --fast          # the CI variants
+    .venv/bin/python -m tests.faults.report --only redis_killed,receiver_outage
 
 Exit status 1 when a scenario lost a stage or a callback, ran a stage twice, or failed
 one of its checks (listed under the table). FAULTS_KEEP_LOGS=1 keeps each scenario's
@@ -18,12 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-# The one import of tests/ in bench/: the scenarios are the fault suite itself (they run
-# ``testing.count`` from tests/plugin_tasks.py and tests/faults/failpoints.py in the stack's
-# processes); this script runs their full variants and prints the figures.
+# The fault suite's own report (it lived in bench/ and was bench's one import of tests/):
+# it runs the full variants of the scenarios and prints their figures.
 from tests.faults import scenarios  # noqa: E402 (needs the path above)
 
 COLUMNS = ["scenario", "requests", "stages_lost", "callbacks_lost", "duplicate_runs", "recovery_seconds", "notes"]
