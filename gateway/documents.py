@@ -144,6 +144,9 @@ def stage_record(task_name: str, state: dict[str, Any], input_json: str | None, 
         created_at=iso(state.get("created_ms")),
         started_at=iso(state.get("started_ms")),
         finished_at=iso(state.get("finished_ms")),
+        # As the handler last reported it (ctx.progress), kept after the end; None before.
+        progress=state.get("progress"),
+        progress_message=state.get("progress_message"),
         callbacks=[callback_record(entry) for entry in callback_entries(state)],
     )
     return record

@@ -36,6 +36,13 @@ class TaskBusy(GatewayError):
     code = "task_busy"
 
 
+class NothingToCancel(GatewayError):
+    """A cancel found no PENDING or RUNNING stage (of the task, or the one named)."""
+
+    status_code = 409
+    code = "nothing_to_cancel"
+
+
 class TooManyStages(GatewayError):
     status_code = 409
     code = "too_many_stages"
@@ -63,6 +70,14 @@ class ScriptsNotLoaded(StoreUnavailable):
 
 class ClaimLost(Exception):
     """A run's claim is no longer current: a newer attempt or a cancel replaced it."""
+
+
+class RunCancelled(BaseException):
+    """Raised in a handler by ``ctx.progress``/``ctx.sleep`` once its run's claim is gone
+    (cancelled, replaced or deleted): whatever it returned would be discarded.
+
+    A ``BaseException``, like ``asyncio.CancelledError``, so that a handler's ``except
+    Exception`` does not swallow it by mistake; ``jobs.run_stage`` catches it."""
 
 
 class DocumentGone(Exception):

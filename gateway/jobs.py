@@ -6,6 +6,7 @@ They take ids and plain data, never request state, and build what they need from
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -14,8 +15,9 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 from gateway import callbacks, documents, jsontext, leases, signing, tasks
-from gateway.exceptions import ClaimLost, DocumentGone
+from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled
 from gateway.queues import get_queues
+from gateway.runcontrol import RunControl
 from gateway.store import get_store
 from gateway.tenancy import public, tenant_of
 from gateway.watches import get_watches
@@ -29,11 +31,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _renewal(store: Store, task_id: str, task_name: str, token: str) -> Callable[[], bool]:
+def _renewal(store: Store, task_id: str, task_name: str, token: str, control: RunControl) -> Callable[[], bool]:
     watches = get_watches()
 
     def renew() -> bool:
         if not store.renew(task_id, task_name, token):
+            control.lose_claim()  # the handler stops at its next check (``runcontrol``)
             return False
         watches.run_renewed(task_id, task_name)
         return True
@@ -74,22 +77,30 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         watches = get_watches()
         watches.run_started(task_id, task_name)
         handler = tasks.get_handler(task_name)
+        control = RunControl(functools.partial(store.report_progress, task_id, task_name, token), leases.keeper)
         # The caller's own id: the store id's tenant prefix is the gateway's business.
         context = tasks.TaskContext(
-            task_id=public(task_id), task_name=task_name, attempt=run.attempt, tenant=tenant_of(task_id)
+            task_id=public(task_id),
+            task_name=task_name,
+            attempt=run.attempt,
+            tenant=tenant_of(task_id),
+            _control=control,
         )
         output_json, error = None, None
         started = time.perf_counter()
-        with leases.keeper.hold(_renewal(store, task_id, task_name, token), store.run_lease_ms / 3000):
+        with leases.keeper.hold(_renewal(store, task_id, task_name, token, control), store.run_lease_ms / 3000):
             try:
                 if handler is None:
                     raise LookupError(f"task {task_name!r} is not registered in this worker")
                 output = handler(json.loads(run.input_json), context)
                 output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
-            except Exception as exc:  # the handler's failure is the stage's result
+            # The handler's failure is the stage's result. RunCancelled (its run's claim is
+            # gone) goes the same way: the finish below is refused and nothing is written.
+            except (Exception, RunCancelled) as exc:
                 error = safe_text(f"{type(exc).__name__}: {exc}")
                 log.info("stage %s/%s failed: %s", task_id, task_name, error)
         duration = round(time.perf_counter() - started, 6)
+        control.close()  # the last progress reported is written before the run ends
 
         try:
             due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)

@@ -1,4 +1,5 @@
-"""Run leases kept alive while their handlers run: one thread per process renews them."""
+"""Run leases kept alive while their handlers run: one thread per process renews them
+(and makes the runs' coalesced progress writes, ``runcontrol``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class _Lease:
     interval: float  # seconds between renewals
     due: float  # time.monotonic() of the next renewal
     renewing: bool = False
+    once: bool = False  # a one-time call (``call_later``), not a lease
 
 
 class LeaseKeeper:
@@ -51,13 +53,7 @@ class LeaseKeeper:
         """Renew every ``interval`` seconds while the block runs; ``renew`` returns False
         once the claim is gone. No renewal runs or starts after the block."""
         lease = _Lease(renew, interval, time.monotonic() + interval)
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
-                self._thread.start()
-            self._leases.add(lease)
-            if lease.due < self._wake_at:
-                self._cond.notify_all()
+        self._add(lease)
         try:
             yield
         finally:
@@ -65,6 +61,26 @@ class LeaseKeeper:
                 self._leases.discard(lease)
                 while lease.renewing:
                     self._cond.wait()
+
+    def call_later(self, delay: float, call: Callable[[], object]) -> None:
+        """Call ``call`` once, from the keeper's thread, ``delay`` seconds from now: a
+        run's progress write, coalesced (``runcontrol``). Nothing waits for it; the caller
+        makes it harmless once its run ended."""
+
+        def once() -> bool:
+            call()
+            return False
+
+        self._add(_Lease(once, 0.0, time.monotonic() + max(delay, 0.0), once=True))
+
+    def _add(self, lease: _Lease) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+            self._leases.add(lease)
+            if lease.due < self._wake_at:
+                self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
@@ -78,12 +94,14 @@ class LeaseKeeper:
                 for lease in due:
                     lease.renewing = True
                     lease.due = now + lease.interval
+                    if lease.once:
+                        self._leases.discard(lease)
             for lease in due:  # outside the lock: a slow Redis must not hold up the runs
                 keep = True
                 try:
                     keep = lease.renew()
                 except Exception:  # a Redis hiccup must not end the renewals; the next one retries
-                    log.warning("lease renewal failed", exc_info=True)
+                    log.warning("delayed call failed" if lease.once else "lease renewal failed", exc_info=True)
                 with self._cond:
                     lease.renewing = False
                     if not keep:  # claim lost (cancelled or superseded): the finish will be ignored

@@ -83,6 +83,17 @@ class Queues:
             )
             pipe.execute()
 
+    def remove_run(self, token: str, task_name: str) -> bool:
+        """Take a cancelled run's job out of its queue, if no worker took it yet, and drop
+        the job; whether it was still waiting. A job a worker already took (or a copy the
+        sweeper queued again under another id) finds its claim void and does nothing."""
+        job_id = run_job_id(token, task_name)
+        if not self.get(tasks.node_of(task_name)).remove(job_id):
+            return False
+        # Out of the queue list, no worker can reach it any more: its hash is garbage.
+        self.connection.delete(GatewayJob.key_for(job_id))
+        return True
+
     def run_job_alive(self, token: str, task_name: str) -> bool:
         """Whether the run's job is waiting in RQ or was taken by a worker within a lease."""
         return _job_alive(self.connection, run_job_id(token, task_name), self.watches.run_lease_ms)

@@ -8,13 +8,15 @@ exception a caller sees.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gateway.exceptions import (
     CallbackRecordsTooLarge,
     ClaimLost,
     DocumentGone,
+    NothingToCancel,
+    StageNotFound,
     TaskBusy,
     TaskNotFound,
     TooManyCallbacks,
@@ -39,6 +41,9 @@ class Outcome(StrEnum):
     #: The task has live stages and ``force`` was not given (``delete_task``).
     BUSY = "busy"
     DELETED = "deleted"
+    # cancel_task: the stage named does not exist / no stage was PENDING or RUNNING
+    NO_STAGE = "no_stage"
+    NOT_LIVE = "not_live"
     # reap_run: what became of a run whose lease is over
     ENDED = "ended"
     ALIVE = "alive"
@@ -61,10 +66,12 @@ def outcome_error(
     task_name: str = "",
     limit: int = 0,
     stages: list[str] | None = None,
+    statuses: dict[str, str] | None = None,
 ) -> Exception:
     """The exception for a script outcome that is not a success. ``task_id`` is the store
     id (messages show the public one); ``limit`` is the configured bound a refusal hit;
-    ``stages`` the live stages that keep a task busy."""
+    ``stages`` the live stages that keep a task busy; ``statuses`` the status of each stage
+    a cancel found not live."""
     shown = public(task_id)
     if outcome == Outcome.MISSING:
         return TaskNotFound(f"task {shown!r} not found", {"task_id": shown})
@@ -76,6 +83,12 @@ def outcome_error(
         return TaskBusy(
             f"task {shown!r} has pending or running stages; cancel them or pass force", {"stages": stages or []}
         )
+    if outcome == Outcome.NO_STAGE:
+        return StageNotFound(f"task {shown!r} has no stage {task_name!r}", {"task_id": shown, "task_name": task_name})
+    if outcome == Outcome.NOT_LIVE:
+        which = f"stage {task_name!r} is not" if task_name else "no stage is"
+        message = f"task {shown!r}: {which} pending or running; nothing to cancel"
+        return NothingToCancel(message, {"task_id": shown, "stages": statuses or {}})
     if outcome == Outcome.TOO_MANY_STAGES:
         return TooManyStages(f"task {shown!r} already holds {limit} stages, the most allowed", {"limit": limit})
     if outcome == Outcome.TOO_MANY_CALLBACKS:
@@ -142,18 +155,32 @@ class Cancelled:
     inputs: dict[str, str]
     #: (task name, delivery id) of each delivery now due
     due: list[tuple[str, str]]
+    #: task name → claim token of each stage cancelled while PENDING (its job may wait in RQ)
+    pending: dict[str, str] = field(default_factory=dict)
+    #: names of the stages cancelled while RUNNING (their handlers are told at their next check)
+    running: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, reply: list) -> Cancelled:
-        inputs, due = {}, []
+        cancelled = cls({}, [])
         triples = reply[1:]
         for i in range(0, len(triples), 3):
             kind, task_name, value = triples[i : i + 3]
             if kind == "stage":
-                inputs[task_name] = value
+                cancelled.inputs[task_name] = value
+            elif kind == "pending":
+                cancelled.pending[task_name] = value
+            elif kind == "running":
+                cancelled.running.append(task_name)
             else:
-                due.append((task_name, value))
-        return cls(inputs, due)
+                cancelled.due.append((task_name, value))
+        return cancelled
+
+    @staticmethod
+    def statuses(reply: list) -> dict[str, str]:
+        """task name → status, from a ``not_live`` reply."""
+        triples = reply[1:]
+        return {triples[i + 1]: triples[i + 2] for i in range(0, len(triples), 3)}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ verdict. Nothing here touches Redis keys or makes HTTP calls.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
@@ -14,6 +15,9 @@ from gateway import documents
 from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.queues import get_queues
 from gateway.store import Verdict, get_store
+
+if TYPE_CHECKING:
+    from gateway.replies import Cancelled
 
 
 def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None) -> Verdict:
@@ -39,15 +43,19 @@ def create_task(task_id: str, task_name: str, input_data: dict, callback: str | 
     return verdict
 
 
-def cancel_task(task_id: str) -> list[str]:
-    """Fail the task's live stages and tell their subscribers; the names of those stages."""
-    cancelled = get_store().cancel(task_id)
+def cancel_task(task_id: str, task_name: str | None = None) -> Cancelled:
+    """Fail the task's live stages (or only ``task_name``'s), take the queued runs out of
+    their queues, and tell the subscribers. Running handlers learn it at their next check
+    (``runcontrol``)."""
+    cancelled = get_store().cancel(task_id, task_name)
     queues = get_queues()
-    for task_name, input_json in cancelled.inputs.items():
+    for name, token in cancelled.pending.items():
+        queues.remove_run(token, name)
+    for name, input_json in cancelled.inputs.items():
         state = {"status": documents.StageStatus.FAILED.value, "error": "cancelled", "duration": None}
-        result = documents.stage_view(task_name, state, input_json, None)
-        queues.enqueue_deliveries(task_id, task_name, [d for name, d in cancelled.due if name == task_name], result)
-    return list(cancelled.inputs)
+        result = documents.stage_view(name, state, input_json, None)
+        queues.enqueue_deliveries(task_id, name, [d for stage, d in cancelled.due if stage == name], result)
+    return cancelled
 
 
 def retry_task(task_id: str) -> list[str]:

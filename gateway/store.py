@@ -164,6 +164,19 @@ class Store:
         )
         return renewed == 1
 
+    def report_progress(
+        self, task_id: str, task_name: str, token: str, progress: tuple[float, str | None] | None
+    ) -> bool:
+        """Store a RUNNING run's progress ``(fraction, message)``, or with None only look;
+        True while the run's claim is current (``lua/report_progress.lua``)."""
+        fraction, message = progress if progress is not None else ("", None)
+        current = self.scripts(
+            "report_progress",
+            [keys.task_document(task_id)],
+            [task_name, token, fraction, message or "", self.ttl],
+        )
+        return current == 1
+
     def finish(
         self,
         task_id: str,
@@ -208,11 +221,14 @@ class Store:
         )
         return recorded == 1
 
-    def cancel(self, task_id: str) -> Cancelled:
-        """Cancel the live stages; the deliveries waiting on them become due."""
-        result = self.scripts("cancel_task", [keys.task_document(task_id)], [self.ttl])
+    def cancel(self, task_id: str, task_name: str | None = None) -> Cancelled:
+        """Cancel the live stages, or only ``task_name``'s; the deliveries waiting on them
+        become due. TaskNotFound, StageNotFound, or NothingToCancel when none was live."""
+        result = self.scripts("cancel_task", [keys.task_document(task_id)], [self.ttl, task_name or ""])
+        if result[0] == Outcome.NOT_LIVE:
+            raise outcome_error(result[0], task_id, task_name=task_name or "", statuses=Cancelled.statuses(result))
         if result[0] != Outcome.OK:
-            raise outcome_error(result[0], task_id)
+            raise outcome_error(result[0], task_id, task_name=task_name or "")
         return Cancelled.parse(result)
 
     def delete(self, task_id: str, *, force: bool) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from standardwebhooks import Webhook
 from gateway import create_app, scripts, tasks
 from gateway.embedded import free_port
 from gateway.store import get_redis
+from gateway.testing.waiting import poll_until
 from tests.conftest import SECRET
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "SINGLE_TASK_API_REFERENCE.md"
@@ -276,14 +278,47 @@ def test_delete_refuses_a_live_task_unless_forced(client, docs):
     assert client.get("/v1/tasks/task-demo-001/status").status_code == 404
 
 
-@shows("create-request", "cancel-response", "callback-cancelled")
+@shows("create-request", "callback-cancelled")
 def test_cancel_fails_live_stages_and_tells_their_subscribers(client, work, receiver, docs):
     client.post("/v1/tasks", json=docs.request("create-request"))
     response = client.delete("/v1/tasks/task-demo-001")
     assert response.status_code == 200
-    docs.check("cancel-response", response.json)
+    assert response.json["cancelled"] == ["demo.echo"]
     work()
     docs.check("callback-cancelled", delivered_to(receiver, "/hooks/1", 1)["json"])
+
+
+@shows("cancel-response")
+def test_cancel_of_a_running_stage_says_what_becomes_of_its_handler(client, work, docs):
+    body = {"task_name": "demo.sleep", "task_id": "task-demo-001", "input_data": {"seconds": 30}}
+    client.post("/v1/tasks", json=body)
+    answers = []
+
+    def cancel_once_running():
+        def running() -> bool:
+            return client.get("/v1/tasks/task-demo-001/status").json["status"] == "running"
+
+        assert poll_until(running, 20, 0.05)
+        answers.append(client.delete("/v1/tasks/task-demo-001"))
+
+    canceller = threading.Thread(target=cancel_once_running)
+    canceller.start()
+    work()  # runs demo.sleep until the cancel stops it
+    canceller.join()
+    assert answers[0].status_code == 200
+    docs.check("cancel-response", answers[0].json)
+    stage = client.get("/v1/tasks/task-demo-001/status").json["stages"]["demo.sleep"]
+    assert (stage["status"], stage["error"], stage["output"]) == ("FAILED", "cancelled", None)
+    assert stage["progress"] < 1  # it stopped before the end of its sleep
+
+
+@shows("create-request", "error-nothing-to-cancel")
+def test_cancel_when_nothing_is_pending_or_running_is_a_conflict(client, work, receiver, docs):
+    client.post("/v1/tasks", json=docs.request("create-request"))
+    work()
+    response = client.delete("/v1/tasks/task-demo-001")
+    assert response.status_code == 409
+    docs.check("error-nothing-to-cancel", response.json)
 
 
 @shows("create-request-fail", "retry-response")

@@ -18,6 +18,7 @@ from gateway.version import __version__
 if TYPE_CHECKING:
     from flask import Response
 
+    from gateway.replies import Cancelled
     from gateway.store import Verdict
 
 #: The ``message`` of a create answer, per verdict state.
@@ -57,8 +58,25 @@ def task_deleted(task_id: str) -> Response:
     return jsonify({"task_id": task_id, "deleted": True})
 
 
-def task_cancelled(task_id: str, task_names: list[str]) -> Response:
-    return jsonify({"task_id": task_id, "cancelled": sorted(task_names)})
+#: The ``message`` of a cancel answer: what became of the runs.
+CANCEL_MESSAGES = {
+    False: "Cancelled: the stages ended FAILED and no queued run will start.",
+    True: (
+        "Cancelled: the stages ended FAILED. A running handler stops at its next progress report, "
+        "sleep or cancellation check; one that never checks runs to its end and its result is discarded."
+    ),
+}
+
+
+def task_cancelled(task_id: str, cancelled: Cancelled) -> Response:
+    return jsonify(
+        {
+            "task_id": task_id,
+            "cancelled": sorted(cancelled.inputs),
+            "was_running": sorted(cancelled.running),
+            "message": CANCEL_MESSAGES[bool(cancelled.running)],
+        }
+    )
 
 
 def task_retried(task_id: str, task_names: list[str]) -> Response:

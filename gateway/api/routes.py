@@ -16,6 +16,7 @@ from gateway.api.operations import BODY_ERRORS, COMMON_ERRORS, error, ok, operat
 from gateway.api.schemas import (
     RESERVED_TASK_IDS,
     TASK_ID_RULE,
+    cancel_query_schema,
     delete_task_schema,
     load_create_request,
     result_query_schema,
@@ -127,16 +128,20 @@ def delete_task(task_id: str):
 
 @bp.delete("/<task_id:task_id>")
 @operation(
-    "Cancel the pending and running stages",
+    "Cancel the pending and running stages (or only task_name's)",
+    query=[{"name": "task_name", "in": "query", "required": False, "schema": {"type": "string"}}],
     responses={
         "200": ok("Cancelled"),
-        "404": error("Unknown task"),
+        "404": error("Unknown task (task_not_found), or no stage task_name (stage_not_found)"),
         "405": error("task_id is the name of a fixed route (health, supported-tasks)"),
+        "409": error("No stage is pending or running (nothing_to_cancel)"),
         **COMMON_ERRORS,
     },
 )
 def cancel_task(task_id: str):
-    return answers.task_cancelled(task_id, service.cancel_task(_task_ref(task_id)))
+    task_ref = _task_ref(task_id)
+    query = cancel_query_schema.load(request.args)
+    return answers.task_cancelled(task_id, service.cancel_task(task_ref, query["task_name"]))
 
 
 @bp.post("/<task_id:task_id>/retry")

@@ -112,9 +112,16 @@ class ResultQuerySchema(Schema):
     task_name = fields.String(load_default=None)
 
 
+class CancelQuerySchema(Schema):
+    """Query string of ``DELETE /v1/tasks/{task_id}``: one stage only, or every live one."""
+
+    task_name = fields.String(load_default=None)
+
+
 create_task_schema = CreateTaskSchema()
 delete_task_schema = DeleteTaskSchema()
 result_query_schema = ResultQuerySchema()
+cancel_query_schema = CancelQuerySchema()
 
 
 # -- Response shapes: for the OpenAPI document (and the fuzzer that checks answers
@@ -171,6 +178,8 @@ class StageRecordSchema(StageViewSchema):
     created_at = fields.String(required=True, allow_none=True, dump_only=True)
     started_at = fields.String(required=True, allow_none=True, dump_only=True)
     finished_at = fields.String(required=True, allow_none=True, dump_only=True)
+    progress = fields.Float(required=True, allow_none=True, dump_only=True, validate=validate.Range(min=0, max=1))
+    progress_message = fields.String(required=True, allow_none=True, dump_only=True)
     callbacks = fields.List(fields.Nested(CallbackRecordSchema), required=True, dump_only=True)
 
 
@@ -219,6 +228,10 @@ class HealthSchema(Schema):
 class CancelledSchema(Schema):
     task_id = fields.String(required=True, dump_only=True)
     cancelled = fields.List(fields.String(), required=True, dump_only=True)
+    #: The cancelled stages whose handler was running: it stops at its next check, or its
+    #: result is discarded when it ends.
+    was_running = fields.List(fields.String(), required=True, dump_only=True)
+    message = fields.String(required=True, dump_only=True)
 
 
 class RetriedSchema(Schema):

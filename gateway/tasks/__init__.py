@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import importlib
 import re
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway import runcontrol
+from gateway.exceptions import RunCancelled as RunCancelled  # handlers import it from here
+
+if TYPE_CHECKING:
+    from gateway.runcontrol import RunControl
 
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
@@ -24,6 +32,37 @@ class TaskContext:
     attempt: int
     #: The calling tenant's name (``GATEWAY_API_TOKENS``); None without tokens.
     tenant: str | None = None
+    #: The run's progress and cancellation, set by the worker (``jobs.run_stage``). A
+    #: context made without it (a handler's unit test) validates progress and writes
+    #: nothing, sleeps plainly, and is never cancelled.
+    _control: RunControl | None = field(default=None, repr=False, compare=False)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the run got, 0 to 1, and optionally what it is doing (at most
+        ``runcontrol.MAX_PROGRESS_MESSAGE_CHARS`` characters); ``/status`` shows the latest.
+
+        Cheap in a tight loop: only the latest report is written, at most twice a second.
+        Raises ``RunCancelled`` once the run is cancelled; TypeError or ValueError for a
+        value out of range."""
+        value = runcontrol.checked_progress(fraction, message)
+        if self._control is not None:
+            self._control.progress(value)
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep`` that ends with ``RunCancelled`` as soon as the run is cancelled
+        (within about half a second)."""
+        seconds = runcontrol.checked_seconds(seconds)
+        if self._control is None:
+            time.sleep(seconds)
+        else:
+            self._control.sleep(seconds)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the run was cancelled (or replaced, or its task deleted): whatever the
+        handler returns now is discarded, so it should stop. Looks at Redis at most every
+        half second; a read in between costs nothing."""
+        return self._control is not None and self._control.claim_gone()
 
 
 Handler = Callable[[dict, TaskContext], dict]

@@ -7,7 +7,6 @@ in production they would let any caller hold a worker or fill a queue for nothin
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,6 +14,8 @@ if TYPE_CHECKING:
 
 #: The longest ``demo.sleep`` (seconds); more, or a non-finite number, fails the stage.
 MAX_SLEEP_SECONDS = 60
+#: How often ``demo.sleep`` reports its progress.
+SLEEP_STEP_SECONDS = 1.0
 
 
 def echo(input_data: dict, ctx: TaskContext) -> dict:
@@ -23,7 +24,9 @@ def echo(input_data: dict, ctx: TaskContext) -> dict:
 
 
 def sleep(input_data: dict, ctx: TaskContext) -> dict:
-    """Sleep ``input_data.seconds`` (default 1, 0 to 60), then report how long."""
+    """Sleep ``input_data.seconds`` (default 1, 0 to 60), reporting progress every
+    ``SLEEP_STEP_SECONDS``, then report how long. A cancel stops it within about half a
+    second (``ctx.sleep``)."""
     given = input_data.get("seconds", 1)
     try:
         seconds = float(given)
@@ -31,7 +34,11 @@ def sleep(input_data: dict, ctx: TaskContext) -> dict:
         seconds = math.nan
     if isinstance(given, bool) or not 0 <= seconds <= MAX_SLEEP_SECONDS:
         raise ValueError(f"demo.sleep: seconds must be a number from 0 to {MAX_SLEEP_SECONDS}, got {given!r}")
-    time.sleep(seconds)
+    for step in range(math.ceil(seconds / SLEEP_STEP_SECONDS)):
+        slept = step * SLEEP_STEP_SECONDS
+        ctx.progress(slept / seconds, f"slept {slept:g} of {seconds:g} s")
+        ctx.sleep(min(SLEEP_STEP_SECONDS, seconds - slept))
+    ctx.progress(1.0, f"slept {seconds:g} s")
     return {"slept": seconds}
 
 
