@@ -52,3 +52,49 @@ for _number in range(50):
 def context(input_data: dict, ctx) -> dict:
     """What the handler was told about its run."""
     return {"task_id": ctx.task_id, "tenant": ctx.tenant, "task_name": ctx.task_name, "attempt": ctx.attempt}
+
+
+@task("testing.cooperate")
+def cooperate(input_data: dict, ctx) -> dict:
+    """Work for up to ``input_data.seconds`` (default 30), checking for a cancel the way
+    ``input_data.how`` says ("sleep", "progress" or "cancelled"), and append to
+    ``input_data.log`` how it ended: "stopped: <how>" or "ran to the end"."""
+    from gateway.tasks import RunCancelled
+
+    how = input_data["how"]
+    deadline = time.monotonic() + float(input_data.get("seconds", 30))
+
+    def note(line: str) -> None:
+        with open(input_data["log"], "a") as log:
+            log.write(line + "\n")
+
+    note("started")
+    try:
+        while time.monotonic() < deadline:
+            if how == "sleep":
+                ctx.sleep(0.2)
+            elif how == "progress":
+                ctx.progress(0.5, "working")
+                time.sleep(0.01)
+            elif ctx.cancelled:
+                note("stopped: cancelled")
+                return {"stopped": True}
+            else:
+                time.sleep(0.01)
+    except RunCancelled:
+        note(f"stopped: {how}")
+        raise
+    note("ran to the end")
+    return {"stopped": False}
+
+
+@task("testing.progress_burst")
+def progress_burst(input_data: dict, ctx) -> dict:
+    """Report progress ``input_data.reports`` times as fast as it can, the last report
+    being ``input_data.last`` ([fraction, message]), then return at once."""
+    reports = int(input_data["reports"])
+    for number in range(reports):
+        ctx.progress(number / reports, f"report {number}")
+    fraction, message = input_data["last"]
+    ctx.progress(fraction, message)
+    return {"reports": reports + 1}
