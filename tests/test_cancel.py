@@ -4,6 +4,7 @@ live is a 409, and a run ending at the moment of the cancel never overwrites it.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -13,11 +14,15 @@ import pytest
 import redis
 import requests
 
+from gateway import jobs, leases
 from gateway.jobguard import GatewayJob
 from gateway.queues import get_queues
-from gateway.store import get_redis
+from gateway.runcontrol import RunControl
+from gateway.store import get_redis, get_store
+from gateway.tasks import RunCancelled, TaskContext
 from gateway.testing.waiting import poll_until
 from tests.conftest import Stack, wait_until
+from tests.test_progress import running_claim
 from tests.test_reuse import create, stage
 
 #: Its own database and a single run worker: what that worker runs next shows it is free.
@@ -122,6 +127,26 @@ def test_a_running_handler_stops_at_its_next_check(client, work, task_id, run_lo
     assert run_log.lines() == ["started", f"stopped: {how}"]
     cancelled = stage(client, task_id, "testing.cooperate")
     assert (cancelled["status"], cancelled["error"], cancelled["output"]) == ("FAILED", "cancelled", None)
+
+
+def test_a_lease_renewal_that_finds_the_claim_gone_tells_the_handler(app, client, task_id):
+    """The bound for a handler that checks only between renewals: the refused renewal
+    alone sets the flag, without a look of the handler's own."""
+    token = running_claim(app, client, task_id)
+    looks = []
+    with app.app_context():
+        store = get_store()
+        write = functools.partial(store.report_progress, task_id, "demo.echo", token)
+        control = RunControl(lambda progress: looks.append(progress) or write(progress), leases.keeper)
+        context = TaskContext(task_id=task_id, task_name="demo.echo", attempt=1, _control=control)
+        renew = jobs._renewal(store, task_id, "demo.echo", token, control)
+        assert renew() is True
+        assert client.delete(f"/v1/tasks/{task_id}").status_code == 200
+        assert renew() is False
+        assert context.cancelled is True
+        with pytest.raises(RunCancelled):
+            context.progress(0.5)
+    assert looks == []  # the renewal told it: the context never had to look
 
 
 # -- real gunicorn and a real worker ------------------------------------------------------
