@@ -100,6 +100,17 @@ def test_cancel_with_task_name_cancels_only_that_stage(client, task_id, run_log)
     assert stage(client, task_id, "testing.count")["status"] == "PENDING"
 
 
+def test_the_openapi_document_shows_cancel_and_progress(client):
+    document = client.get("/openapi.json").json
+    operation = document["paths"]["/v1/tasks/{task_id}"]["delete"]
+    assert "task_name" in [parameter["name"] for parameter in operation["parameters"]]
+    assert {"200", "404", "409"} <= set(operation["responses"])
+    schemas = document["components"]["schemas"]
+    assert {"was_running", "message"} <= set(schemas["Cancelled"]["required"])
+    stage_record = next(schema for schema in schemas.values() if "progress" in schema.get("properties", {}))
+    assert {"progress", "progress_message"} <= set(stage_record["required"])
+
+
 def test_cancel_with_nothing_pending_or_running_is_a_conflict_and_writes_nothing(client, work, task_id):
     create(client, task_id, "demo.echo")
     create(client, task_id, "demo.fail")
