@@ -82,6 +82,8 @@ def build_spec(app: Flask) -> dict:
         ("Health", schemas.HealthSchema),
         ("Cancelled", schemas.CancelledSchema),
         ("Retried", schemas.RetriedSchema),
+        ("RetryTask", schemas.RetryTaskSchema),
+        ("Resent", schemas.ResentSchema),
         ("Deleted", schemas.DeletedSchema),
         ("Error", schemas.ErrorSchema),
     ]:
