@@ -74,9 +74,11 @@ class CreateTaskSchema(Schema):
     task_id = fields.String(load_default=_new_task_id, validate=task_id_field_validator)
     callback = fields.String(load_default=None, allow_none=True)
     input_data = fields.Dict(required=True)
+    # No load_default: an absent field stays absent, as from the shortcut below
+    # (``claim_policy`` reads the defaults); metadata tells them in the OpenAPI document.
     #: false: a SUCCESS stage runs again (a live one stays a pending/running hit).
-    reuse = StrictBoolean(load_default=True)
-    if_input_differs = fields.String(load_default="reuse", validate=validate.OneOf(IF_INPUT_DIFFERS))
+    reuse = StrictBoolean(metadata={"default": True})
+    if_input_differs = fields.String(validate=validate.OneOf(IF_INPUT_DIFFERS), metadata={"default": "reuse"})
 
     @validates("task_name")
     def _task_name_is_registered(self, value: str, **_: object) -> None:
