@@ -109,7 +109,7 @@ def outcome_error(
         )
     if outcome == Outcome.DELIVERY_QUEUED:
         return DeliveryQueued(
-            f"delivery {delivery_id!r} is still queued; it can be sent again once its tries are over",
+            "the delivery is still queued; it can be sent again once its tries are over",
             {"task_id": shown, "task_name": task_name, "delivery_id": delivery_id},
         )
     if outcome == Outcome.STAGE_LIVE:
