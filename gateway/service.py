@@ -15,6 +15,7 @@ from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.queues import get_queues
 from gateway.replies import Resent, Retried
 from gateway.store import Verdict, get_store
+from gateway.watches import get_watches
 
 
 def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None, policy: str = "") -> Verdict:
@@ -65,7 +66,13 @@ def retry_task(task_id: str, task_name: str | None = None, callback: str | None 
 
 def resend_delivery(task_id: str, delivery_id: str) -> Resent:
     """Send a recorded delivery again, with the stage's current result (``lua/resend_delivery.lua``)."""
-    resent = get_store().resend(task_id, delivery_id)
+    store = get_store()
+    # Watched before the script marks it queued: a process dying before the enqueue below
+    # leaves a trace the sweeper follows (it forgets the entry if the resend is refused).
+    task_name = store.delivery_stage(task_id, delivery_id)
+    if task_name is not None:
+        get_watches().watch_delivery_later(task_id, task_name, delivery_id)
+    resent = store.resend(task_id, delivery_id)
     result = documents.stage_view(resent.task_name, resent.stage, resent.input_json, resent.output_json)
     get_queues().enqueue_delivery(
         task_id, resent.task_name, delivery_id, jsontext.dumps(result), try_number=resent.try_number

@@ -314,6 +314,15 @@ class Store:
             return None
         return documents.find_callback(json.loads(stage_json), delivery_id)
 
+    def delivery_stage(self, task_id: str, delivery_id: str) -> str | None:
+        """The name of the stage whose callback records hold ``delivery_id``, or None."""
+        document = keys.task_document(task_id)
+        names = [name for name in self.client.hkeys(document) if name.startswith(documents.STAGE_FIELD)]
+        for name, stage_json in zip(names, self.client.hmget(document, names) if names else [], strict=True):
+            if stage_json and documents.find_callback(json.loads(stage_json), delivery_id) is not None:
+                return name[len(documents.STAGE_FIELD) :]
+        return None
+
 
 def _two_ids() -> tuple[str, str]:
     """A claim token and a delivery id, 128 random bits each, from one system call."""

@@ -4,6 +4,7 @@ against a delivery under way on real gunicorn and worker processes."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -208,3 +209,37 @@ def test_resend_races_a_running_delivery(stack, receiver):
     assert len(receiver.requests) == 4  # the held try, its retry; nothing else
     assert {r["webhook_id"] for r in receiver.requests} == {record["delivery_id"]}
     assert stack.stage(task_id, ECHO)["callbacks"][0]["attempts"] == 4
+
+
+class DiedBeforeEnqueue(Exception):
+    pass
+
+
+def test_resend_of_a_process_that_died_before_its_enqueue_is_sent_by_the_sweeper(
+    make_app, work, task_id, receiver, monkeypatch
+):
+    from gateway import service
+    from gateway.queues import Queues
+    from gateway.sweeper import sweep_once
+
+    app = make_app(DELIVERY_GRACE_SECONDS=0, CALLBACK_TIMEOUT_SECONDS=0.1)
+    client = app.test_client()
+    create(client, task_id, callback=receiver.url("/a"))
+    work(app)
+    receiver.wait_for(1)
+    delivery_id = only_record(client, task_id)["delivery_id"]
+
+    def die(*args, **kwargs):
+        raise DiedBeforeEnqueue
+
+    with app.app_context(), monkeypatch.context() as patch:
+        patch.setattr(Queues, "enqueue_delivery", die)
+        with pytest.raises(DiedBeforeEnqueue):
+            service.resend_delivery(task_id, delivery_id)
+    assert only_record(client, task_id)["status"] == "queued"
+    time.sleep(0.2)
+    with app.app_context():
+        assert sweep_once().deliveries_requeued == 1  # the resend left its trace first
+    work(app)
+    assert [r["webhook_id"] for r in receiver.wait_for(2)] == [delivery_id, delivery_id]
+    assert only_record(client, task_id)["status"] == "sent"

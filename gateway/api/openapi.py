@@ -108,6 +108,8 @@ def build_spec(app: Flask) -> dict:
     )
     create["additionalProperties"] = False
     spec.components.schemas["CreateTask"] = create
+    # A retry's callback follows the same rules as a create request's.
+    spec.components.schemas["RetryTask"]["properties"]["callback"] = dict(create["properties"]["callback"])
 
     for path, operations in paths(app):
         spec.path(path=path, operations=operations)

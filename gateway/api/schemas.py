@@ -77,8 +77,13 @@ class CreateTaskSchema(Schema):
     # No load_default: an absent field stays absent, as from the shortcut below
     # (``claim_policy`` reads the defaults); metadata tells them in the OpenAPI document.
     #: false: a SUCCESS stage runs again (a live one stays a pending/running hit).
-    reuse = StrictBoolean(metadata={"default": True})
-    if_input_differs = fields.String(validate=validate.OneOf(IF_INPUT_DIFFERS), metadata={"default": "reuse"})
+    reuse = StrictBoolean(
+        metadata={"default": True, "description": "false: a SUCCESS stage runs again (a live one stays a hit)"}
+    )
+    if_input_differs = fields.String(
+        validate=validate.OneOf(IF_INPUT_DIFFERS),
+        metadata={"default": "reuse", "description": "what another input means: reuse, a new run, or 409"},
+    )
 
     @validates("task_name")
     def _task_name_is_registered(self, value: str, **_: object) -> None:
