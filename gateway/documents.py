@@ -32,6 +32,9 @@ class VerdictState(StrEnum):
     EMPTY_OUTPUT = "empty_output"
     STALE = "stale"
     FAILED = "failed"
+    #: A SUCCESS stage run again at the caller's asking ("reuse": false, or
+    #: "if_input_differs": "rerun" with another input).
+    RERUN = "rerun"
 
 
 #: The verdicts answered from an existing stage; the others claim a run.

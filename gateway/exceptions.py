@@ -59,6 +59,41 @@ class CallbackRecordsTooLarge(TooManyCallbacks):
     code = "callback_records_too_large"
 
 
+class InputMismatch(GatewayError):
+    """``if_input_differs: "reject"`` and the stage holds another input (nothing written)."""
+
+    status_code = 409
+    code = "input_mismatch"
+
+
+class NothingToRetry(GatewayError):
+    """A retry found no FAILED stage (of the task, or the one named)."""
+
+    status_code = 409
+    code = "nothing_to_retry"
+
+
+class DeliveryNotFound(GatewayError):
+    """No callback record of the task has this delivery id (never made, or forgotten)."""
+
+    status_code = 404
+    code = "delivery_not_found"
+
+
+class DeliveryQueued(GatewayError):
+    """A resend of a delivery that is still queued: its tries are not over."""
+
+    status_code = 409
+    code = "delivery_queued"
+
+
+class StageLive(GatewayError):
+    """A resend while the delivery's stage runs again: it has no current result yet."""
+
+    status_code = 409
+    code = "stage_live"
+
+
 class StoreUnavailable(GatewayError):
     status_code = 503
     code = "store_unavailable"

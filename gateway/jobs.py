@@ -144,7 +144,8 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             outcome = callbacks.TryOutcome(False, error=f"internal error: {type(error).__name__}: {error}")
         status, delay = callbacks.next_try(
             outcome,
-            try_number,
+            # A delivery sent again (resend) starts its retry schedule again.
+            try_number - entry.get("resent_after", 0),
             intervals=config["CALLBACK_RETRY_INTERVALS"],
             max_retry_after=float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"]),
         )

@@ -8,14 +8,20 @@ exception a caller sees.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gateway.exceptions import (
     CallbackRecordsTooLarge,
     ClaimLost,
+    DeliveryNotFound,
+    DeliveryQueued,
     DocumentGone,
+    InputMismatch,
     NothingToCancel,
+    NothingToRetry,
+    StageLive,
     StageNotFound,
     TaskBusy,
     TaskNotFound,
@@ -41,8 +47,9 @@ class Outcome(StrEnum):
     #: The task has live stages and ``force`` was not given (``delete_task``).
     BUSY = "busy"
     DELETED = "deleted"
-    # cancel_task: the stage named does not exist / no stage was PENDING or RUNNING
+    # cancel_task, retry_task: the stage named does not exist
     NO_STAGE = "no_stage"
+    # cancel_task: no stage looked at is PENDING or RUNNING
     NOT_LIVE = "not_live"
     # reap_run: what became of a run whose lease is over
     ENDED = "ended"
@@ -53,10 +60,20 @@ class Outcome(StrEnum):
     TOO_MANY_STAGES = "too_many_stages"
     TOO_MANY_CALLBACKS = "too_many_callbacks"
     CALLBACK_RECORDS_TOO_LARGE = "callback_records_too_large"
+    #: "if_input_differs": "reject" and the stored input differs
+    INPUT_MISMATCH = "input_mismatch"
+    # retry_task: no stage looked at is FAILED
+    NOT_FAILED = "not_failed"
+    # resend_delivery: no such delivery / it is still queued / its stage runs again
+    NO_DELIVERY = "no_delivery"
+    DELIVERY_QUEUED = "delivery_queued"
+    STAGE_LIVE = "stage_live"
 
 
 #: The claim script's refusals, which come where a verdict would.
-CLAIM_REFUSALS = frozenset({Outcome.TOO_MANY_STAGES, Outcome.TOO_MANY_CALLBACKS, Outcome.CALLBACK_RECORDS_TOO_LARGE})
+CLAIM_REFUSALS = frozenset(
+    {Outcome.TOO_MANY_STAGES, Outcome.TOO_MANY_CALLBACKS, Outcome.CALLBACK_RECORDS_TOO_LARGE, Outcome.INPUT_MISMATCH}
+)
 
 
 def outcome_error(
@@ -67,6 +84,7 @@ def outcome_error(
     limit: int = 0,
     stages: list[str] | None = None,
     statuses: dict[str, str] | None = None,
+    delivery_id: str = "",
 ) -> Exception:
     """The exception for a script outcome that is not a success. ``task_id`` is the store
     id (messages show the public one); ``limit`` is the configured bound a refusal hit;
@@ -89,6 +107,30 @@ def outcome_error(
         which = f"stage {task_name!r} is not" if task_name else "no stage is"
         message = f"task {shown!r}: {which} pending or running; nothing to cancel"
         return NothingToCancel(message, {"task_id": shown, "stages": statuses or {}})
+    if outcome == Outcome.NOT_FAILED:
+        which = f"stage {task_name!r} has not" if task_name else "no stage has"
+        return NothingToRetry(
+            f"task {shown!r}: {which} failed; nothing to retry", {"task_id": shown, "stages": statuses or {}}
+        )
+    if outcome == Outcome.NO_DELIVERY:
+        return DeliveryNotFound(
+            f"task {shown!r} has no delivery {delivery_id!r}", {"task_id": shown, "delivery_id": delivery_id}
+        )
+    if outcome == Outcome.DELIVERY_QUEUED:
+        return DeliveryQueued(
+            "the delivery is still queued; it can be sent again once its tries are over",
+            {"task_id": shown, "task_name": task_name, "delivery_id": delivery_id},
+        )
+    if outcome == Outcome.STAGE_LIVE:
+        return StageLive(
+            f"stage {task_name!r} runs again and has no current result yet; send the delivery again once it ends",
+            {"task_id": shown, "task_name": task_name, "delivery_id": delivery_id},
+        )
+    if outcome == Outcome.INPUT_MISMATCH:
+        return InputMismatch(
+            f"stage {task_name!r} of task {shown!r} holds a different input_data, and if_input_differs is 'reject'",
+            {"task_id": shown, "task_name": task_name},
+        )
     if outcome == Outcome.TOO_MANY_STAGES:
         return TooManyStages(f"task {shown!r} already holds {limit} stages, the most allowed", {"limit": limit})
     if outcome == Outcome.TOO_MANY_CALLBACKS:
@@ -189,3 +231,29 @@ class Retried:
 
     token: str
     task_names: list[str]
+    #: task name → the delivery id of its new callback record (only with a callback)
+    deliveries: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, token: str, reply: list) -> Retried:
+        pairs = reply[1:]
+        names = pairs[0::2]
+        deliveries = {name: delivery for name, delivery in zip(names, pairs[1::2], strict=True) if delivery}
+        return cls(token, sorted(names), deliveries)
+
+
+@dataclass(frozen=True)
+class Resent:
+    """``resend_delivery``: the delivery marked queued again, and what its try carries."""
+
+    task_name: str
+    #: the stage state, for the stage's current result
+    stage: dict
+    input_json: str
+    output_json: str | None
+    #: the try number to enqueue
+    try_number: int
+
+    @classmethod
+    def parse(cls, reply: list) -> Resent:
+        return cls(reply[1], json.loads(reply[2]), reply[3], reply[4] or None, int(reply[5]))

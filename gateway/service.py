@@ -11,21 +11,25 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from gateway import documents
+from gateway import documents, jsontext
 from gateway.exceptions import ClaimLost, DocumentGone
 from gateway.queues import get_queues
+from gateway.replies import Resent, Retried
 from gateway.store import Verdict, get_store
+from gateway.watches import get_watches
 
 if TYPE_CHECKING:
     from gateway.replies import Cancelled
 
 
-def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None) -> Verdict:
-    """Claim the stage and start what the verdict asks for; the verdict is what the answer tells."""
+def create_task(task_id: str, task_name: str, input_data: dict, callback: str | None, policy: str = "") -> Verdict:
+    """Claim the stage and start what the verdict asks for; the verdict is what the answer tells.
+
+    ``policy``: the caller's reuse policy (``schemas.claim_policy``), "" for the default."""
     store, queues = get_store(), get_queues()
     # The claim also leaves the trace the sweeper follows if this process dies before
     # the enqueue below (``Watches.watch_claim``).
-    verdict = store.claim(task_id, task_name, input_data, callback)
+    verdict = store.claim(task_id, task_name, input_data, callback, policy)
     if not verdict.hit:
         try:
             queues.enqueue_run(task_id, task_name, verdict.token)
@@ -58,13 +62,30 @@ def cancel_task(task_id: str, task_name: str | None = None) -> Cancelled:
     return cancelled
 
 
-def retry_task(task_id: str) -> list[str]:
-    """Run the task's failed stages again; the names of those stages."""
-    retried = get_store().retry(task_id)
+def retry_task(task_id: str, task_name: str | None = None, callback: str | None = None) -> Retried:
+    """Run the task's failed stages (or only ``task_name``) again, ``callback`` subscribed
+    to each new run; what was retried."""
+    retried = get_store().retry(task_id, task_name=task_name, callback_url=callback)
     queues = get_queues()
-    for task_name in retried.task_names:
-        queues.enqueue_run(task_id, task_name, retried.token)
-    return retried.task_names
+    for name in retried.task_names:
+        queues.enqueue_run(task_id, name, retried.token)
+    return retried
+
+
+def resend_delivery(task_id: str, delivery_id: str) -> Resent:
+    """Send a recorded delivery again, with the stage's current result (``lua/resend_delivery.lua``)."""
+    store = get_store()
+    # Watched before the script marks it queued: a process dying before the enqueue below
+    # leaves a trace the sweeper follows (it forgets the entry if the resend is refused).
+    task_name = store.delivery_stage(task_id, delivery_id)
+    if task_name is not None:
+        get_watches().watch_delivery_later(task_id, task_name, delivery_id)
+    resent = store.resend(task_id, delivery_id)
+    result = documents.stage_view(resent.task_name, resent.stage, resent.input_json, resent.output_json)
+    get_queues().enqueue_delivery(
+        task_id, resent.task_name, delivery_id, jsontext.dumps(result), try_number=resent.try_number
+    )
+    return resent
 
 
 def delete_task(task_id: str, *, force: bool) -> None:

@@ -20,7 +20,16 @@ from flask import current_app
 from gateway import documents, keys
 from gateway.connections import get_connections
 from gateway.exceptions import StageNotFound
-from gateway.replies import CLAIM_REFUSALS, Cancelled, Outcome, Reaped, Retried, Started, outcome_error
+from gateway.replies import (
+    CLAIM_REFUSALS,
+    Cancelled,
+    Outcome,
+    Reaped,
+    Resent,
+    Retried,
+    Started,
+    outcome_error,
+)
 from gateway.scripts import Scripts
 from gateway.tenancy import public
 from gateway.watches import get_watches
@@ -90,9 +99,14 @@ class Store:
 
     # -- writes, each one script -------------------------------------------------
 
-    def claim(self, task_id: str, task_name: str, input_data: dict, callback_url: str | None) -> Verdict:
+    def claim(
+        self, task_id: str, task_name: str, input_data: dict, callback_url: str | None, policy: str = ""
+    ) -> Verdict:
         """Decide the reuse verdict and write what it needs, in one script call (and,
-        where the script cannot write the run's watch entry, one write before it)."""
+        where the script cannot write the run's watch entry, one write before it).
+
+        ``policy`` is the caller's reuse policy as the script takes it (ARGV[12],
+        ``schemas.claim_policy``): "" for the default."""
         input_json = documents.canonical_json(input_data)
         # A stage stored before UTF-8 storage holds the ASCII form of the same input.
         ascii_json = documents.ascii_canonical_json(input_data, input_json) or ""
@@ -113,12 +127,13 @@ class Store:
                 self.max_callbacks,
                 self.max_callback_bytes,
                 ascii_json,
+                policy,
                 *watch_args,
             ],
         )
         state, matches, stage_json, stored_input, stored_output, delivery_id, due = result
         if state in CLAIM_REFUSALS:
-            raise outcome_error(state, task_id, task_name=task_name, limit=self._claim_limits[state])
+            raise outcome_error(state, task_id, task_name=task_name, limit=self._claim_limits.get(state, 0))
         return Verdict(
             task_id=public(task_id),
             task_name=task_name,
@@ -236,18 +251,44 @@ class Store:
         if result[0] != Outcome.DELETED:
             raise outcome_error(result[0], task_id, stages=list(result[1:]))
 
-    def retry(self, task_id: str) -> Retried:
-        """Claim every FAILED stage again, all under one new token."""
-        token = uuid.uuid4().hex
+    def retry(self, task_id: str, *, task_name: str | None = None, callback_url: str | None = None) -> Retried:
+        """Claim every FAILED stage (or only ``task_name``) again, all under one new token,
+        with ``callback_url`` subscribed to each new run."""
+        token, delivery_seed = _two_ids()
         watch_keys, watch_args = self.watches.retry_script_args(task_id)
         result = self.scripts(
             "retry_task",
             [keys.task_document(task_id), *watch_keys],
-            [token, self.queue_lease_ms, self.ttl, *watch_args],
+            [
+                token,
+                self.queue_lease_ms,
+                self.ttl,
+                task_name or "",
+                callback_url or "",
+                delivery_seed,
+                self.max_callbacks,
+                self.max_callback_bytes,
+                *watch_args,
+            ],
         )
+        outcome = result[0]
+        if outcome == Outcome.OK:
+            return Retried.parse(token, result)
+        if outcome == Outcome.NOT_FAILED:
+            statuses = dict(zip(result[1::2], result[2::2], strict=True))
+            raise outcome_error(outcome, task_id, task_name=task_name or "", statuses=statuses)
+        if outcome in CLAIM_REFUSALS:  # a stage's callback records are full
+            raise outcome_error(outcome, task_id, task_name=result[1], limit=self._claim_limits[outcome])
+        raise outcome_error(outcome, task_id, task_name=task_name or "")
+
+    def resend(self, task_id: str, delivery_id: str) -> Resent:
+        """Mark a recorded delivery queued again (``lua/resend_delivery.lua``); the caller
+        enqueues its try."""
+        result = self.scripts("resend_delivery", [keys.task_document(task_id)], [delivery_id, self.ttl])
         if result[0] != Outcome.OK:
-            raise outcome_error(result[0], task_id)
-        return Retried(token, sorted(result[1:]))
+            task_name = result[1] if len(result) > 1 else ""
+            raise outcome_error(result[0], task_id, task_name=task_name, delivery_id=delivery_id)
+        return Resent.parse(result)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -288,6 +329,15 @@ class Store:
         if stage_json is None:
             return None
         return documents.find_callback(json.loads(stage_json), delivery_id)
+
+    def delivery_stage(self, task_id: str, delivery_id: str) -> str | None:
+        """The name of the stage whose callback records hold ``delivery_id``, or None."""
+        document = keys.task_document(task_id)
+        names = [name for name in self.client.hkeys(document) if name.startswith(documents.STAGE_FIELD)]
+        for name, stage_json in zip(names, self.client.hmget(document, names) if names else [], strict=True):
+            if stage_json and documents.find_callback(json.loads(stage_json), delivery_id) is not None:
+                return name[len(documents.STAGE_FIELD) :]
+        return None
 
 
 def _two_ids() -> tuple[str, str]:

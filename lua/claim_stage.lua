@@ -24,17 +24,24 @@
              one is added
     ARGV[11] input_data as versions before UTF-8 storage wrote it (ASCII escapes), ""
              when that equals ARGV[2]: a stage stored so still matches the same input
-    ARGV[12] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
-    ARGV[13] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
+    ARGV[12] the caller's reuse policy, "" for the default (reuse, and reuse on a
+             different input). Otherwise two characters:
+               [1] "1" reuse allowed | "0" "reuse": false, a SUCCESS stage runs again
+               [2] what a different input means: "u" reuse (the default) | "r" a new run
+                   | "x" refuse ("input_mismatch", nothing written)
+             A PENDING/RUNNING stage stays a hit whatever the policy: never two runs
+    ARGV[13] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
+    ARGV[14] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
 
   The latest request is recorded in meta (last_task_name, last_callback_url); its
   input_data is its stage's input (i:) or, when it differs, kept in request_input.
 
   Output: array
     [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
+               | "rerun" (a SUCCESS stage, by the policy of ARGV[12])
                "completed" | "pending" | "running"             (reuse hit)
                "too_many_stages" | "too_many_callbacks"        (nothing written)
-               | "callback_records_too_large"
+               | "callback_records_too_large" | "input_mismatch"
     [2] input_matches: "1" | "0" | "" (no earlier stage)
     [3] stage state JSON after the write
     [4] stored input JSON of the stage (the one that produced a cached output)
@@ -62,6 +69,7 @@ local max_stages = tonumber(ARGV[8])
 local max_callbacks = tonumber(ARGV[9])
 local max_callback_bytes = tonumber(ARGV[10])
 local ascii_input_json = ARGV[11]
+local policy = ARGV[12]
 
 local stage_field = 's:' .. task_name
 local input_field = 'i:' .. task_name
@@ -96,6 +104,20 @@ elseif is_live(stage) then
   end
 else
   state = 'failed'
+end
+
+-- The caller's policy (ARGV[12]); "" (the default) skips it all.
+if policy ~= '' then
+  local differs = input_matches == '0'
+  local on_difference = string.sub(policy, 2, 2)
+  if differs and on_difference == 'x' then
+    return {'input_mismatch', input_matches, '', '', '', '', '0'}
+  end
+  -- Only an ended, reusable stage runs again: a live one keeps its run (a pending or
+  -- running hit), the other verdicts run again anyway.
+  if state == 'completed' and (string.sub(policy, 1, 1) == '0' or (differs and on_difference == 'r')) then
+    state = 'rerun'
+  end
 end
 
 if state == 'miss' then
@@ -192,7 +214,7 @@ if not is_hit then
   rcall('HSET', doc_key, input_field, input_json)
   rcall('HDEL', doc_key, output_field)
   if KEYS[2] then
-    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[13]), ARGV[12])
+    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[14]), ARGV[13])
   end
   stored_input = input_json
   stored_output = ''

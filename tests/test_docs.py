@@ -321,14 +321,56 @@ def test_cancel_when_nothing_is_pending_or_running_is_a_conflict(client, work, r
     docs.check("error-nothing-to-cancel", response.json)
 
 
-@shows("create-request-fail", "retry-response")
-def test_retry_reruns_failed_stages_in_place(client, work, receiver, docs):
+@shows("create-request-fail", "retry-request", "retry-response", "callback-failed")
+def test_retry_reruns_failed_stages_in_place_and_tells_its_callback(client, work, receiver, docs):
     client.post("/v1/tasks", json=docs.request("create-request-fail"))
     work()
     receiver.wait_for(1)
-    response = client.post("/v1/tasks/task-demo-001/retry")
+    response = client.post("/v1/tasks/task-demo-001/retry", json=docs.request("retry-request"))
     assert response.status_code == 200
     docs.check("retry-response", response.json)
+    work()
+    # The retried run failed again: its callback is told so, as the first run's was.
+    retried = delivered_to(receiver, "/hooks/retried", 2)
+    docs.check("callback-failed", retried["json"])
+
+
+@shows(
+    "create-request",
+    "create-request-reuse-false",
+    "create-response-rerun",
+    "create-request-reject",
+    "error-input-mismatch",
+)
+def test_reuse_false_runs_again_and_reject_refuses_another_input(client, work, receiver, docs):
+    client.post("/v1/tasks", json=docs.request("create-request"))
+    work()
+    response = client.post("/v1/tasks", json=docs.request("create-request-reuse-false"))
+    assert response.status_code == 202
+    docs.check("create-response-rerun", response.json)
+    work()
+    refused = client.post("/v1/tasks", json=docs.request("create-request-reject"))
+    assert refused.status_code == 409
+    docs.check("error-input-mismatch", refused.json)
+
+
+@shows("create-request", "resend-response", "error-delivery-queued")
+def test_resend_sends_a_delivery_again_and_refuses_a_queued_one(client, work, receiver, docs):
+    client.post("/v1/tasks", json=docs.request("create-request"))
+    status = client.get("/v1/tasks/task-demo-001/status").json
+    (record,) = status["stages"]["demo.echo"]["callbacks"]
+    url = f"/v1/tasks/task-demo-001/deliveries/{record['delivery_id']}/resend"
+    refused = client.post(url)
+    assert refused.status_code == 409
+    docs.check("error-delivery-queued", refused.json)
+    work()
+    receiver.wait_for(1)
+    response = client.post(url)
+    assert response.status_code == 202
+    docs.check("resend-response", response.json)
+    work()
+    first, again = receiver.wait_for(2)
+    assert again["webhook_id"] == first["webhook_id"] == record["delivery_id"]
 
 
 # -- errors --------------------------------------------------------------------------

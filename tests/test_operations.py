@@ -134,7 +134,7 @@ def test_retry_reruns_failed_stages_in_place(client, work, task_id):
     create(client, task_id, "demo.fail", {"message": "x"})
     work()
     response = client.post(f"/v1/tasks/{task_id}/retry")
-    assert response.json == {"task_id": task_id, "retried": ["demo.fail"]}
+    assert response.json == {"task_id": task_id, "retried": ["demo.fail"], "callback_status": None}
     assert stage(client, task_id, "demo.fail")["status"] == "PENDING"
     assert stage(client, task_id, "demo.fail")["attempt"] == 2
     work()

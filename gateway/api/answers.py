@@ -18,7 +18,7 @@ from gateway.version import __version__
 if TYPE_CHECKING:
     from flask import Response
 
-    from gateway.replies import Cancelled
+    from gateway.replies import Cancelled, Resent, Retried
     from gateway.store import Verdict
 
 #: The ``message`` of a create answer, per verdict state.
@@ -30,6 +30,7 @@ MESSAGES = {
     "empty_output": "Accepted: the stage completed with empty output and runs again.",
     "stale": "Accepted: the earlier run stopped answering and the stage runs again.",
     "failed": "Accepted: the stage failed before and runs again.",
+    "rerun": "Accepted: a new run of the completed stage was asked for; it runs again.",
 }
 
 
@@ -79,8 +80,18 @@ def task_cancelled(task_id: str, cancelled: Cancelled) -> Response:
     )
 
 
-def task_retried(task_id: str, task_names: list[str]) -> Response:
-    return jsonify({"task_id": task_id, "retried": task_names})
+def task_retried(task_id: str, retried: Retried) -> Response:
+    # callback_status as a create answer's: queued once the callback waits on the new runs.
+    return jsonify(
+        {"task_id": task_id, "retried": retried.task_names, "callback_status": "queued" if retried.deliveries else None}
+    )
+
+
+def delivery_resent(task_id: str, delivery_id: str, resent: Resent) -> Response:
+    body = {"task_id": task_id, "task_name": resent.task_name, "delivery_id": delivery_id, "callback_status": "queued"}
+    response = jsonify(body)
+    response.status_code = 202
+    return response
 
 
 def supported_tasks(by_node: dict[str, list[str]]) -> Response:

@@ -82,6 +82,8 @@ def build_spec(app: Flask) -> dict:
         ("Health", schemas.HealthSchema),
         ("Cancelled", schemas.CancelledSchema),
         ("Retried", schemas.RetriedSchema),
+        ("RetryTask", schemas.RetryTaskSchema),
+        ("Resent", schemas.ResentSchema),
         ("Deleted", schemas.DeletedSchema),
         ("Error", schemas.ErrorSchema),
     ]:
@@ -106,6 +108,8 @@ def build_spec(app: Flask) -> dict:
     )
     create["additionalProperties"] = False
     spec.components.schemas["CreateTask"] = create
+    # A retry's callback follows the same rules as a create request's.
+    spec.components.schemas["RetryTask"]["properties"]["callback"] = dict(create["properties"]["callback"])
 
     for path, operations in paths(app):
         spec.path(path=path, operations=operations)

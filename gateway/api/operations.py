@@ -32,6 +32,13 @@ PATH_PARAMETERS = {
             "not": {"enum": list(schemas.RESERVED_TASK_IDS)},
         },
     },
+    "delivery_id": {
+        "name": "delivery_id",
+        "in": "path",
+        "required": True,
+        "description": "A callback record's delivery_id (the webhook-id of its deliveries)",
+        "schema": {"type": "string"},
+    },
 }
 
 

@@ -17,9 +17,11 @@ from gateway.api.schemas import (
     RESERVED_TASK_IDS,
     TASK_ID_RULE,
     cancel_query_schema,
+    claim_policy,
     delete_task_schema,
     load_create_request,
     result_query_schema,
+    retry_task_schema,
     task_id_field_validator,
 )
 from gateway.exceptions import StoreUnavailable, ValidationFailed
@@ -55,7 +57,10 @@ def _task_ref(task_id: str) -> str:
     responses={
         "200": ok("TaskCreated", "Completed hit: the cached result"),
         "202": ok("TaskCreated", "Accepted: a run was started or is under way"),
-        "409": error("Too many stages or undelivered callbacks"),
+        "409": error(
+            "Too many stages or undelivered callbacks, or another stored input with if_input_differs 'reject' "
+            "(input_mismatch)"
+        ),
         **COMMON_ERRORS,
         **BODY_ERRORS,
     },
@@ -63,7 +68,7 @@ def _task_ref(task_id: str) -> str:
 def create_task():
     data = load_create_request(json_body())
     verdict = service.create_task(
-        tenancy.scoped(data["task_id"]), data["task_name"], data["input_data"], data["callback"]
+        tenancy.scoped(data["task_id"]), data["task_name"], data["input_data"], data["callback"], claim_policy(data)
     )
     return answers.task_created(verdict)
 
@@ -146,11 +151,37 @@ def cancel_task(task_id: str):
 
 @bp.post("/<task_id:task_id>/retry")
 @operation(
-    "Run the failed stages again",
-    responses={"200": ok("Retried"), "404": error("Unknown task"), **COMMON_ERRORS},
+    "Run the failed stages again (or only task_name's), optionally with a callback",
+    body="RetryTask",
+    body_required=False,
+    responses={
+        "200": ok("Retried"),
+        "404": error("Unknown task (task_not_found), or no stage task_name (stage_not_found)"),
+        "409": error("No stage to retry has failed (nothing_to_retry), or its callback records are full"),
+        **COMMON_ERRORS,
+        **BODY_ERRORS,
+    },
 )
 def retry_task(task_id: str):
-    return answers.task_retried(task_id, service.retry_task(_task_ref(task_id)))
+    task_ref = _task_ref(task_id)
+    options = retry_task_schema.load(json_body(required=False))
+    retried = service.retry_task(task_ref, options["task_name"], options["callback"])
+    return answers.task_retried(task_id, retried)
+
+
+@bp.post("/<task_id:task_id>/deliveries/<delivery_id>/resend")
+@operation(
+    "Send a recorded callback delivery again (same webhook-id, the stage's current result)",
+    responses={
+        "202": ok("Resent", "Queued: the delivery is sent again"),
+        "404": error("Unknown task (task_not_found) or delivery (delivery_not_found)"),
+        "409": error("The delivery is still queued (delivery_queued), or its stage runs again (stage_live)"),
+        **COMMON_ERRORS,
+    },
+)
+def resend_delivery(task_id: str, delivery_id: str):
+    resent = service.resend_delivery(_task_ref(task_id), delivery_id)
+    return answers.delivery_resent(task_id, delivery_id, resent)
 
 
 @bp.get("/supported-tasks")

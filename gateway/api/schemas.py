@@ -32,6 +32,41 @@ def _new_task_id() -> str:
     return f"task-{uuid.uuid4()}"
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON ``true`` or ``false`` only (marshmallow's Boolean also takes "yes", 1...)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if type(value) is not bool:
+            raise self.make_error("invalid")
+        return value
+
+
+#: ``if_input_differs``: what a request whose input differs from the stage's stored one
+#: means (docs/SINGLE_TASK_API_REFERENCE.md §4.1).
+IF_INPUT_DIFFERS = ("reuse", "rerun", "reject")
+#: How ``claim_stage.lua`` takes the policy (its ARGV[12]): "" for the default.
+_DIFFERS_CODES = {"reuse": "u", "rerun": "r", "reject": "x"}
+
+
+def claim_policy(data: dict[str, Any]) -> str:
+    """The claim script's policy argument for a loaded create request: "" (the default,
+    nothing for the script to do) unless ``reuse`` or ``if_input_differs`` was given."""
+    reuse, differs = data.get("reuse", True), data.get("if_input_differs", "reuse")
+    if reuse and differs == "reuse":
+        return ""
+    return ("1" if reuse else "0") + _DIFFERS_CODES[differs]
+
+
+def check_callback_url(value: str | None) -> None:
+    """The URL policy of a callback (create and retry): ValidationError when refused."""
+    if value is None:
+        return
+    try:
+        urlpolicy.check_url(value, current_app.config["CALLBACK_POLICY"])
+    except urlpolicy.UrlRefused as error:
+        raise ValidationError(str(error)) from None
+
+
 class CreateTaskSchema(Schema):
     """``POST /v1/tasks``. Unknown fields are rejected (marshmallow's RAISE)."""
 
@@ -39,6 +74,16 @@ class CreateTaskSchema(Schema):
     task_id = fields.String(load_default=_new_task_id, validate=task_id_field_validator)
     callback = fields.String(load_default=None, allow_none=True)
     input_data = fields.Dict(required=True)
+    # No load_default: an absent field stays absent, as from the shortcut below
+    # (``claim_policy`` reads the defaults); metadata tells them in the OpenAPI document.
+    #: false: a SUCCESS stage runs again (a live one stays a pending/running hit).
+    reuse = StrictBoolean(
+        metadata={"default": True, "description": "false: a SUCCESS stage runs again (a live one stays a hit)"}
+    )
+    if_input_differs = fields.String(
+        validate=validate.OneOf(IF_INPUT_DIFFERS),
+        metadata={"default": "reuse", "description": "what another input means: reuse, a new run, or 409"},
+    )
 
     @validates("task_name")
     def _task_name_is_registered(self, value: str, **_: object) -> None:
@@ -49,15 +94,12 @@ class CreateTaskSchema(Schema):
 
     @validates("callback")
     def _callback_is_allowed(self, value: str | None, **_: object) -> None:
-        if value is None:
-            return
-        try:
-            urlpolicy.check_url(value, current_app.config["CALLBACK_POLICY"])
-        except urlpolicy.UrlRefused as error:
-            raise ValidationError(str(error)) from None
+        check_callback_url(value)
 
 
-_CREATE_FIELDS = frozenset(CreateTaskSchema._declared_fields)
+# The fields the shortcut below handles; a request with "reuse" or "if_input_differs"
+# goes through the schema (it is no reuse hit, whose speed the shortcut is for).
+_CREATE_FIELDS = frozenset({"task_name", "task_id", "callback", "input_data"})
 
 
 def load_create_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +148,15 @@ class DeleteTaskSchema(Schema):
     force = fields.Boolean(load_default=False)
 
 
+class RetryTaskSchema(Schema):
+    """``POST /v1/tasks/{task_id}/retry`` (body optional)."""
+
+    #: Only this stage; absent: every FAILED stage.
+    task_name = fields.String(load_default=None)
+    #: Subscribed to each new run, with the same URL policy as a create request's.
+    callback = fields.String(load_default=None, allow_none=True, validate=check_callback_url)
+
+
 class ResultQuerySchema(Schema):
     """Query string of ``GET /v1/tasks/{task_id}/result``."""
 
@@ -120,6 +171,7 @@ class CancelQuerySchema(Schema):
 
 create_task_schema = CreateTaskSchema()
 delete_task_schema = DeleteTaskSchema()
+retry_task_schema = RetryTaskSchema()
 result_query_schema = ResultQuerySchema()
 cancel_query_schema = CancelQuerySchema()
 
@@ -133,7 +185,7 @@ class ReuseInfoSchema(Schema):
     state = fields.String(
         required=True,
         dump_only=True,
-        metadata={"enum": ["miss", "completed", "pending", "running", "empty_output", "stale", "failed"]},
+        metadata={"enum": ["miss", "completed", "pending", "running", "empty_output", "stale", "failed", "rerun"]},
     )
     task_name = fields.String(required=True, dump_only=True)
     input_matches = fields.Boolean(required=True, allow_none=True, dump_only=True)
@@ -237,6 +289,14 @@ class CancelledSchema(Schema):
 class RetriedSchema(Schema):
     task_id = fields.String(required=True, dump_only=True)
     retried = fields.List(fields.String(), required=True, dump_only=True)
+    callback_status = fields.String(required=True, allow_none=True, dump_only=True, metadata={"enum": ["queued", None]})
+
+
+class ResentSchema(Schema):
+    task_id = fields.String(required=True, dump_only=True)
+    task_name = fields.String(required=True, dump_only=True)
+    delivery_id = fields.String(required=True, dump_only=True)
+    callback_status = fields.String(required=True, dump_only=True, metadata={"enum": ["queued"]})
 
 
 class DeletedSchema(Schema):

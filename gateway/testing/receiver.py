@@ -71,6 +71,10 @@ class Receiver:
         """Let every stalled request go (closed without an answer)."""
         self._release.set()
 
+    def hold_again(self) -> None:
+        """After a ``release()``: STALL answers hold their requests again, until the next."""
+        self._release.clear()
+
     def _next_answer(self, path: str) -> Answer:
         plan = self._plans.get(path)
         if plan:
