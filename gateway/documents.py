@@ -53,6 +53,8 @@ TASK_STATUS = {
     StageStatus.SUCCESS.value: "completed",
     StageStatus.FAILED.value: "failed",
 }
+#: The statuses of a run that holds a claim and has not ended.
+LIVE_STATUSES = frozenset({StageStatus.PENDING.value, StageStatus.RUNNING.value})
 
 STAGE_FIELD = "s:"
 INPUT_FIELD = "i:"
@@ -65,6 +67,23 @@ def iso(ms: float | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _fact_number(text: str) -> int | float | None:
+    # What json.loads gives for cjson's "%.14g" text of the same number: int when integral.
+    if not text:
+        return None
+    return int(text) if text.isdigit() else float(text)
+
+
+def stage_from_facts(facts: str) -> dict[str, Any]:
+    """The stage fields that its facts (``lua/include/stage.lua``) carry, as ``json.loads``
+    of the stage JSON gives them: status and lease_ms, or status, finished_ms and duration."""
+    status, _, rest = facts.partition(" ")
+    if status in LIVE_STATUSES:
+        return {"status": status, "lease_ms": _fact_number(rest)}
+    finished_ms, _, duration = rest.partition(" ")
+    return {"status": status, "finished_ms": _fact_number(finished_ms), "duration": _fact_number(duration)}
 
 
 def canonical_json(value: Any) -> str:
