@@ -131,10 +131,14 @@ def stage_view_json(task_name: str, state: dict[str, Any], input_json: str | Non
     """``stage_view`` as JSON text, with the stored input and output put in as they are
     stored (JSON text from ``canonical_json``: valid, UTF-8-safe; ASCII if an older version
     stored it) rather than decoded and encoded again, which was two thirds of a reuse
-    hit's time for a 100 KB payload."""
-    head = jsontext.dumps({"task_name": task_name, "status": state["status"]})
-    tail = jsontext.dumps({"error": state.get("error"), "duration": state.get("duration")})
-    return f'{head[:-1]},"input_params":{input_json or "{}"},"output":{output_json or "null"},{tail[1:]}'
+    hit's time for a 100 KB payload. The other members are written one by one
+    (``jsontext.scalar``): the same text as ``jsontext.dumps`` of the dict, in a fraction
+    of its time."""
+    return (
+        f'{{"task_name":{jsontext.scalar(task_name)},"status":{jsontext.scalar(state["status"])},'
+        f'"input_params":{input_json or "{}"},"output":{output_json or "null"},'
+        f'"error":{jsontext.scalar(state.get("error"))},"duration":{jsontext.scalar(state.get("duration"))}}}'
+    )
 
 
 def callback_record(entry: dict[str, Any]) -> dict[str, Any]:

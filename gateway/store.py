@@ -12,6 +12,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -63,7 +64,7 @@ class Verdict:
     def hit(self) -> bool:
         return self.state in documents.HIT_STATES
 
-    @property
+    @cached_property
     def stage(self) -> dict[str, Any]:
         """What ``documents.stage_view`` reads of the stage: status, error, duration.
 
@@ -75,7 +76,7 @@ class Verdict:
     def cached_ms(self) -> int | None:
         if self.state != documents.VerdictState.COMPLETED:
             return None
-        return documents.stage_from_facts(self.facts).get("finished_ms")
+        return self.stage.get("finished_ms")
 
 
 class Store:
