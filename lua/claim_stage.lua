@@ -36,7 +36,8 @@
   (f:, see stage.lua) say it is reusable is decided from those plain fields alone, first:
   no JSON decoded, nothing written. Everything else takes the full path below, which
   decodes meta and the stage (and so also serves documents stored before "f:" and
-  "last_plain" existed; it writes both).
+  "last_plain" existed; it writes both). An argument that changes the verdict of a plain
+  repeat (such as a request not to reuse) must keep its requests off the plain path.
 
   Output: array
     [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
