@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from gateway import jsontext
@@ -56,18 +57,39 @@ TASK_STATUS = {
     StageStatus.SUCCESS.value: "completed",
     StageStatus.FAILED.value: "failed",
 }
+#: The statuses of a run that holds a claim and has not ended.
+LIVE_STATUSES = frozenset({StageStatus.PENDING.value, StageStatus.RUNNING.value})
 
 STAGE_FIELD = "s:"
 INPUT_FIELD = "i:"
 OUTPUT_FIELD = "o:"
 
 
+# Cached: the reuse hits of one stage all show the same time (its cached_at).
+@lru_cache(maxsize=4096)
 def iso(ms: float | None) -> str | None:
     """Epoch milliseconds → ``2026-11-28T04:03:43.123Z``."""
     if ms is None:
         return None
     moment = datetime.fromtimestamp(ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _fact_number(text: str) -> int | float | None:
+    # What json.loads gives for cjson's "%.14g" text of the same number: int when integral.
+    if not text:
+        return None
+    return int(text) if text.isdigit() else float(text)
+
+
+def stage_from_facts(facts: str) -> dict[str, Any]:
+    """The stage fields that its facts (``lua/include/stage.lua``) carry, as ``json.loads``
+    of the stage JSON gives them: status and lease_ms, or status, finished_ms and duration."""
+    status, _, rest = facts.partition(" ")
+    if status in LIVE_STATUSES:
+        return {"status": status, "lease_ms": _fact_number(rest)}
+    finished_ms, _, duration = rest.partition(" ")
+    return {"status": status, "finished_ms": _fact_number(finished_ms), "duration": _fact_number(duration)}
 
 
 def canonical_json(value: Any) -> str:
@@ -115,10 +137,14 @@ def stage_view_json(task_name: str, state: dict[str, Any], input_json: str | Non
     """``stage_view`` as JSON text, with the stored input and output put in as they are
     stored (JSON text from ``canonical_json``: valid, UTF-8-safe; ASCII if an older version
     stored it) rather than decoded and encoded again, which was two thirds of a reuse
-    hit's time for a 100 KB payload."""
-    head = jsontext.dumps({"task_name": task_name, "status": state["status"]})
-    tail = jsontext.dumps({"error": state.get("error"), "duration": state.get("duration")})
-    return f'{head[:-1]},"input_params":{input_json or "{}"},"output":{output_json or "null"},{tail[1:]}'
+    hit's time for a 100 KB payload. The other members are written one by one
+    (``jsontext.scalar``): the same text as ``jsontext.dumps`` of the dict, in a fraction
+    of its time."""
+    return (
+        f'{{"task_name":{jsontext.scalar(task_name)},"status":{jsontext.scalar(state["status"])},'
+        f'"input_params":{input_json or "{}"},"output":{output_json or "null"},'
+        f'"error":{jsontext.scalar(state.get("error"))},"duration":{jsontext.scalar(state.get("duration"))}}}'
+    )
 
 
 def callback_record(entry: dict[str, Any]) -> dict[str, Any]:

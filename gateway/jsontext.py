@@ -12,7 +12,9 @@ back to the very same string.
 from __future__ import annotations
 
 import json
+import math
 import re
+from json.encoder import encode_basestring
 from typing import Any
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -40,6 +42,23 @@ def utf8_safe(text: str) -> str:
 def dumps(value: Any, *, sort_keys: bool = False) -> str:
     """Compact JSON text, UTF-8-safe (see ``utf8_safe``)."""
     return utf8_safe(json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False))
+
+
+def scalar(value: Any) -> str:
+    """``dumps(value)`` of a string, number, bool or None, written directly: the same text
+    without the encoder's set-up, which costs more than the work for one value."""
+    kind = type(value)
+    if kind is str:
+        return utf8_safe(encode_basestring(value))
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return dumps(value)
 
 
 def utf8_length(text: str) -> int:

@@ -26,13 +26,13 @@ def create_task(task_id: str, task_name: str, input_data: dict, callback: str | 
     """Claim the stage and start what the verdict asks for; the verdict is what the answer tells.
 
     ``policy``: the caller's reuse policy (``schemas.claim_policy``), "" for the default."""
-    store, queues = get_store(), get_queues()
+    store = get_store()
     # The claim also leaves the trace the sweeper follows if this process dies before
     # the enqueue below (``Watches.watch_claim``).
     verdict = store.claim(task_id, task_name, input_data, callback, policy)
     if not verdict.hit:
         try:
-            queues.enqueue_run(task_id, task_name, verdict.token)
+            get_queues().enqueue_run(task_id, task_name, verdict.token)
         except RedisError as error:
             # Without its job the claimed run would look alive for a whole queue lease:
             # end it FAILED now (best effort; the store may be down too) and answer 503.
@@ -43,7 +43,7 @@ def create_task(task_id: str, task_name: str, input_data: dict, callback: str | 
             raise
     elif verdict.delivery_due:
         result = documents.stage_view(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
-        queues.enqueue_deliveries(task_id, task_name, [verdict.delivery_id], result)
+        get_queues().enqueue_deliveries(task_id, task_name, [verdict.delivery_id], result)
     return verdict
 
 

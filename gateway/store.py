@@ -12,6 +12,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -57,26 +58,34 @@ class Verdict:
     state: documents.VerdictState
     #: Whether the request's input equals the stored stage's input; None on a miss.
     input_matches: bool | None
-    #: The stage state after the write (status, attempt, token, timestamps, callbacks).
-    stage: dict[str, Any]
+    #: The stage's facts after the write, as the claim script returns them (``lua/include/stage.lua``).
+    facts: str
     input_json: str
     output_json: str | None
     #: The delivery that this request's callback became, None without a callback.
     delivery_id: str | None
     #: True when that delivery must be made now (a completed hit).
     delivery_due: bool
+    #: The claim token of the run this request started; "" on a hit.
+    token: str
 
     @property
     def hit(self) -> bool:
         return self.state in documents.HIT_STATES
 
-    @property
-    def token(self) -> str:
-        return self.stage["token"]
+    @cached_property
+    def stage(self) -> dict[str, Any]:
+        """What ``documents.stage_view`` reads of the stage: status, error, duration.
+
+        A hit's stage has no error: it is live or SUCCESS, and finish_run drops the error
+        of a SUCCESS."""
+        return documents.stage_from_facts(self.facts)
 
     @property
-    def cached_ms(self) -> float | None:
-        return self.stage.get("finished_ms") if self.state == documents.VerdictState.COMPLETED else None
+    def cached_ms(self) -> int | None:
+        if self.state != documents.VerdictState.COMPLETED:
+            return None
+        return self.stage.get("finished_ms")
 
 
 class Store:
@@ -110,7 +119,7 @@ class Store:
         input_json = documents.canonical_json(input_data)
         # A stage stored before UTF-8 storage holds the ASCII form of the same input.
         ascii_json = documents.ascii_canonical_json(input_data, input_json) or ""
-        token, delivery_id = _two_ids()
+        token, delivery_id = _two_ids()  # about 1 us: cheaper than asking the script for them
         watch_keys, watch_args = self.watches.watch_claim(task_id, task_name)
         result = self.scripts(
             "claim_stage",
@@ -131,7 +140,7 @@ class Store:
                 *watch_args,
             ],
         )
-        state, matches, stage_json, stored_input, stored_output, delivery_id, due = result
+        state, matches, facts, stored_input, stored_output, delivery_id, due, token = result
         if state in CLAIM_REFUSALS:
             raise outcome_error(state, task_id, task_name=task_name, limit=self._claim_limits.get(state, 0))
         return Verdict(
@@ -139,11 +148,12 @@ class Store:
             task_name=task_name,
             state=_VERDICT_STATES[state],
             input_matches=None if matches == "" else matches == "1",
-            stage=json.loads(stage_json),
+            facts=facts,
             input_json=stored_input,
             output_json=stored_output or None,
             delivery_id=delivery_id or None,
             delivery_due=due == "1",
+            token=token,
         )
 
     def start(self, task_id: str, task_name: str, token: str) -> Started:

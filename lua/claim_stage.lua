@@ -34,7 +34,16 @@
     ARGV[14] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
 
   The latest request is recorded in meta (last_task_name, last_callback_url); its
-  input_data is its stage's input (i:) or, when it differs, kept in request_input.
+  input_data is its stage's input (i:) or, when it differs, kept in request_input. When
+  it was plain (no callback, the stage's own input), field "last_plain" holds its
+  task_name too.
+
+  The plain hit: a request that repeats a plain latest request on a stage whose facts
+  (f:, see stage.lua) say it is reusable is decided from those plain fields alone, first:
+  no JSON decoded, nothing written. Everything else takes the full path below, which
+  decodes meta and the stage (and so also serves documents stored before "f:" and
+  "last_plain" existed; it writes both). An argument that changes the verdict of a plain
+  repeat (such as a request not to reuse) must keep its requests off the plain path.
 
   Output: array
     [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
@@ -43,16 +52,18 @@
                "too_many_stages" | "too_many_callbacks"        (nothing written)
                | "callback_records_too_large" | "input_mismatch"
     [2] input_matches: "1" | "0" | "" (no earlier stage)
-    [3] stage state JSON after the write
+    [3] the stage's facts after the write (stage.lua), "" when refused
     [4] stored input JSON of the stage (the one that produced a cached output)
     [5] stored output JSON, "" when none
     [6] delivery id of this request's callback, "" when none
     [7] "1" when that delivery is due now (completed hit), else "0"
+    [8] claim token of the new run, "" on a hit or a refusal
 ]]
 --- @include "time"
 --- @include "live"
 --- @include "ttl"
 --- @include "new_attempt"
+--- @include "stage"
 
 local rcall = redis.call
 if redis.replicate_commands then redis.replicate_commands() end
@@ -75,15 +86,40 @@ local stage_field = 's:' .. task_name
 local input_field = 'i:' .. task_name
 local output_field = 'o:' .. task_name
 
+local facts_field = 'f:' .. task_name
+
+-- The plain path answers a repeat as it is: a caller's policy (ARGV[12]) may turn a
+-- completed stage into a rerun, so a request with one takes the full path.
+if callback_url == '' and policy == '' then
+  local plain = rcall('HMGET', doc_key, 'last_plain', facts_field, input_field, output_field)
+  local facts = plain[2]
+  if plain[1] == task_name and facts
+      and (plain[3] == input_json or (ascii_input_json ~= '' and plain[3] == ascii_input_json)) then
+    local status = string.sub(facts, 1, 7)  -- SUCCESS, PENDING, RUNNING: 7 letters
+    local plain_state = nil
+    if status == 'SUCCESS' then
+      if plain[4] ~= '{}' then plain_state = 'completed' end
+    elseif status == 'PENDING' or status == 'RUNNING' then
+      if tonumber(string.sub(facts, 9)) > time_ms() then plain_state = string.lower(status) end
+    end
+    if plain_state then
+      return {plain_state, '1', facts, plain[3], plain[4] or '', '', '0', ''}
+    end
+  end
+end
+
 local now_ms = time_ms()
 
-local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field, 'request_input')
+local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field, 'request_input',
+  facts_field, 'last_plain')
 local meta = fetched[1] and cjson.decode(fetched[1]) or nil
 local stage_json = fetched[2]
 local stage = stage_json and cjson.decode(stage_json) or nil
 local stored_input = fetched[3] or ''
 local stored_output = fetched[4] or ''
 local has_request_input = fetched[5] and true or false
+-- A document stored before the facts and last_plain existed (see the header).
+local predates_facts = stage and not (fetched[6] and fetched[7])
 
 local input_matches = ''
 if stage then
@@ -111,7 +147,7 @@ if policy ~= '' then
   local differs = input_matches == '0'
   local on_difference = string.sub(policy, 2, 2)
   if differs and on_difference == 'x' then
-    return {'input_mismatch', input_matches, '', '', '', '', '0'}
+    return {'input_mismatch', input_matches, '', '', '', '', '0', ''}
   end
   -- Only an ended, reusable stage runs again: a live one keeps its run (a pending or
   -- running hit), the other verdicts run again anyway.
@@ -123,7 +159,7 @@ end
 if state == 'miss' then
   local stage_count = meta and meta.stages or 0
   if stage_count >= max_stages then
-    return {'too_many_stages', input_matches, '', '', '', '', '0'}
+    return {'too_many_stages', input_matches, '', '', '', '', '0', ''}
   end
 end
 
@@ -134,7 +170,12 @@ local is_hit = (state == 'completed' or state == 'pending' or state == 'running'
 -- document lives TTL after its last write), no AOF or replica traffic for reuse.
 if is_hit and callback_url == '' and input_matches == '1' and not has_request_input
     and meta.last_task_name == task_name and not meta.last_delivery_id and not meta.last_callback_url then
-  return {state, input_matches, stage_json, stored_input, stored_output, '', '0'}
+  local facts = stage_facts(stage)
+  if predates_facts then
+    -- Written once, so that the next such request is a plain hit; the TTL stays as it is.
+    rcall('HSET', doc_key, facts_field, facts, 'last_plain', task_name)
+  end
+  return {state, input_matches, facts, stored_input, stored_output, '', '0', ''}
 end
 
 local callbacks = (stage and stage.callbacks) or {}
@@ -166,7 +207,7 @@ if callback_url ~= '' then
         end
       end
       if #callbacks >= max_callbacks then
-        return {'too_many_callbacks', input_matches, '', '', '', '', '0'}
+        return {'too_many_callbacks', input_matches, '', '', '', '', '0', ''}
       end
     end
     local entry = {
@@ -193,7 +234,7 @@ if callback_url ~= '' then
         end
       end
       if size > max_callback_bytes then
-        return {'callback_records_too_large', input_matches, '', '', '', '', '0'}
+        return {'callback_records_too_large', input_matches, '', '', '', '', '0', ''}
       end
       callbacks_json = cjson.encode(callbacks)
     end
@@ -231,8 +272,14 @@ meta.last_task_name = task_name
 -- Absent rather than "" when the latest request had no callback (nil removes the key).
 meta.last_delivery_id = (my_delivery ~= '') and my_delivery or nil
 meta.last_callback_url = (callback_url ~= '') and callback_url or nil
+local plain_request = callback_url == '' and (not is_hit or input_matches == '1')
 
-rcall('HSET', doc_key, 'meta', cjson.encode(meta))
+if plain_request then
+  rcall('HSET', doc_key, 'meta', cjson.encode(meta), 'last_plain', task_name)
+else
+  rcall('HSET', doc_key, 'meta', cjson.encode(meta))
+  rcall('HDEL', doc_key, 'last_plain')
+end
 -- Versions before meta.last_callback_url (commit 26263ce, 2026-11-28) kept the latest
 -- request in a field of its own. Kept: GATEWAY_TASK_TTL_SECONDS has no maximum and every
 -- other script's write renews the TTL without removing the field, so such a document may
@@ -246,7 +293,7 @@ if stage_changed then
   else
     stage_json = cjson.encode(stage)
   end
-  rcall('HSET', doc_key, stage_field, stage_json)
+  save_stage_json(doc_key, task_name, stage, stage_json)
 end
 -- The latest request's input is usually the stage's own input: store it once.
 if not is_hit or input_matches == '1' then
@@ -256,4 +303,8 @@ else
 end
 keep_document(doc_key, ttl_seconds)
 
-return {state, input_matches, stage_json, stored_input, stored_output, my_delivery, due_now}
+local facts = stage_facts(stage)
+if not stage_changed and fetched[6] ~= facts then
+  rcall('HSET', doc_key, facts_field, facts)  -- a stage stored before the facts existed
+end
+return {state, input_matches, facts, stored_input, stored_output, my_delivery, due_now, is_hit and '' or stage.token}

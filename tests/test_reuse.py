@@ -248,8 +248,19 @@ def test_document_reports_the_latest_request_and_stores_nothing_twice(app, clien
     with app.app_context():
         fields = set(get_redis().hkeys(keys.task_document(task_id)))
     # No request record of its own: meta names the latest request, request_input holds its
-    # input only because it differs from the stage's.
-    assert fields == {"meta", "request_input", f"s:{ECHO}", f"i:{ECHO}", f"o:{ECHO}", "s:demo.sleep", "i:demo.sleep"}
+    # input only because it differs from the stage's; each stage has its facts (f:), and no
+    # last_plain, since the latest request had a callback.
+    assert fields == {
+        "meta",
+        "request_input",
+        f"s:{ECHO}",
+        f"f:{ECHO}",
+        f"i:{ECHO}",
+        f"o:{ECHO}",
+        "s:demo.sleep",
+        "f:demo.sleep",
+        "i:demo.sleep",
+    }
     assert "callbacks" not in stage_state(app, task_id, "demo.sleep")  # none: not stored as {}
 
 
@@ -290,6 +301,7 @@ def test_a_document_written_by_the_previous_layout_reads_right_and_is_converted(
         meta["last_delivery_id"] = ""
         redis_client.hset(key, "meta", json.dumps(meta))
         redis_client.hset(key, "request", json.dumps({"callback_url": "https://example.org/hook", "task_name": ECHO}))
+        redis_client.hdel(key, "last_plain", f"f:{ECHO}")  # that version had neither
     assert client.get(f"/v1/tasks/{task_id}/status").json["input_params"]["callback_url"] == "https://example.org/hook"
     create(client, task_id, input_data={"v": 1})  # the next request rewrites the latest request in meta
     with app.app_context():

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from gateway.exceptions import ValidationFailed
+
+if TYPE_CHECKING:
+    from flask import Request
 
 
 def _refuse_constant(name: str) -> Any:
@@ -42,7 +45,7 @@ def _depth(value: Any) -> int:
     return depth
 
 
-def _refuse_streamed_overflow(raw: bytes) -> None:
+def _refuse_streamed_overflow(req: Request, raw: bytes, limit: int) -> None:
     """413 for a body without Content-Length (``Transfer-Encoding: chunked``) that goes on
     past MAX_CONTENT_LENGTH.
 
@@ -51,18 +54,21 @@ def _refuse_streamed_overflow(raw: bytes) -> None:
     parsed (400, or 202 when a JSON prefix fits). One more byte from the server's own
     stream (gunicorn ends it at the last chunk) tells a body that filled the limit exactly
     from one that goes on."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is None and len(raw) >= limit and request.environ["wsgi.input"].read(1):
+    if req.content_length is None and len(raw) >= limit and req.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
 
 
 def json_body(*, required: bool = True) -> Any:
     """The request's JSON value, at most MAX_CONTENT_LENGTH bytes (413), streamed or not."""
-    raw = request.get_data(cache=False)
-    _refuse_streamed_overflow(raw)
+    # The request and the config looked up once: each use of a context proxy is a lookup,
+    # and this is on the reuse hit's path.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    config = current_app.config
+    raw = req.get_data(cache=False)
+    _refuse_streamed_overflow(req, raw, config["MAX_CONTENT_LENGTH"])
     if not raw and not required:
         return {}
-    if not request.is_json:
+    if not req.is_json:
         raise UnsupportedMediaType("Content-Type must be application/json.")
     try:
         # What json.loads does with bytes (UTF-8, -16 or -32), with our decoder.
@@ -71,7 +77,7 @@ def json_body(*, required: bool = True) -> Any:
         raise ValidationFailed("The request body is nested too deeply.", {"body": ["too deeply nested"]}) from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationFailed("The request body is not valid JSON.", {"body": [str(error)]}) from None
-    limit = int(current_app.config["MAX_JSON_DEPTH"])
+    limit = int(config["MAX_JSON_DEPTH"])
     # Depth cannot exceed the number of brackets: most bodies need no walk at all.
     if raw.count(b"{") + raw.count(b"[") > limit and _depth(value) > limit:
         raise ValidationFailed(

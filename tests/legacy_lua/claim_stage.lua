@@ -1,0 +1,237 @@
+--[[
+  Claim one stage of a task document: read the stage of ARGV[1], decide the reuse
+  verdict, write what that verdict needs, refresh the TTL. One atomic step. A hit that
+  repeats the latest request exactly writes nothing at all.
+
+  User data (input, output) is stored in fields of its own as opaque strings and is
+  never decoded here: cjson would re-encode numbers with 14 digits and turn [] into {}.
+
+  Input:
+    KEYS[1]  task document (hash)
+    KEYS[2]  optional: the run watch list (sorted set). Given only when it lives in this
+             Redis; a claimed run is then added to it in this same step, so that no
+             process can die between the claim and the trace the sweeper follows
+    ARGV[1]  task_name
+    ARGV[2]  input_data as canonical JSON (opaque)
+    ARGV[3]  callback URL, "" for none
+    ARGV[4]  claim token for a new run
+    ARGV[5]  delivery id for this request's callback
+    ARGV[6]  queue lease of a new PENDING run, milliseconds
+    ARGV[7]  document TTL, seconds
+    ARGV[8]  most stages one document may hold
+    ARGV[9]  most callback records one stage may hold
+    ARGV[10] most bytes those records may take, as stored (the JSON of the list), when
+             one is added
+    ARGV[11] input_data as versions before UTF-8 storage wrote it (ASCII escapes), ""
+             when that equals ARGV[2]: a stage stored so still matches the same input
+    ARGV[12] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
+    ARGV[13] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
+
+  The latest request is recorded in meta (last_task_name, last_callback_url); its
+  input_data is its stage's input (i:) or, when it differs, kept in request_input.
+
+  Output: array
+    [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
+               "completed" | "pending" | "running"             (reuse hit)
+               "too_many_stages" | "too_many_callbacks"        (nothing written)
+               | "callback_records_too_large"
+    [2] input_matches: "1" | "0" | "" (no earlier stage)
+    [3] stage state JSON after the write
+    [4] stored input JSON of the stage (the one that produced a cached output)
+    [5] stored output JSON, "" when none
+    [6] delivery id of this request's callback, "" when none
+    [7] "1" when that delivery is due now (completed hit), else "0"
+]]
+--- @include "time"
+--- @include "live"
+--- @include "ttl"
+--- @include "new_attempt"
+
+local rcall = redis.call
+if redis.replicate_commands then redis.replicate_commands() end
+
+local doc_key = KEYS[1]
+local task_name = ARGV[1]
+local input_json = ARGV[2]
+local callback_url = ARGV[3]
+local token = ARGV[4]
+local delivery_id = ARGV[5]
+local queue_lease_ms = tonumber(ARGV[6])
+local ttl_seconds = tonumber(ARGV[7])
+local max_stages = tonumber(ARGV[8])
+local max_callbacks = tonumber(ARGV[9])
+local max_callback_bytes = tonumber(ARGV[10])
+local ascii_input_json = ARGV[11]
+
+local stage_field = 's:' .. task_name
+local input_field = 'i:' .. task_name
+local output_field = 'o:' .. task_name
+
+local now_ms = time_ms()
+
+local fetched = rcall('HMGET', doc_key, 'meta', stage_field, input_field, output_field, 'request_input')
+local meta = fetched[1] and cjson.decode(fetched[1]) or nil
+local stage_json = fetched[2]
+local stage = stage_json and cjson.decode(stage_json) or nil
+local stored_input = fetched[3] or ''
+local stored_output = fetched[4] or ''
+local has_request_input = fetched[5] and true or false
+
+local input_matches = ''
+if stage then
+  local same = stored_input == input_json or (ascii_input_json ~= '' and stored_input == ascii_input_json)
+  input_matches = same and '1' or '0'
+end
+
+local state
+if not stage then
+  state = 'miss'
+elseif stage.status == 'SUCCESS' then
+  state = (stored_output == '{}') and 'empty_output' or 'completed'
+elseif is_live(stage) then
+  if stage.lease_ms > now_ms then
+    state = string.lower(stage.status)
+  else
+    state = 'stale'
+  end
+else
+  state = 'failed'
+end
+
+if state == 'miss' then
+  local stage_count = meta and meta.stages or 0
+  if stage_count >= max_stages then
+    return {'too_many_stages', input_matches, '', '', '', '', '0'}
+  end
+end
+
+local is_hit = (state == 'completed' or state == 'pending' or state == 'running')
+
+-- A hit that repeats the latest request exactly (same stage, same input, no callback
+-- then or now) changes nothing, so it writes nothing: no updated time, no TTL (a
+-- document lives TTL after its last write), no AOF or replica traffic for reuse.
+if is_hit and callback_url == '' and input_matches == '1' and not has_request_input
+    and meta.last_task_name == task_name and not meta.last_delivery_id and not meta.last_callback_url then
+  return {state, input_matches, stage_json, stored_input, stored_output, '', '0'}
+end
+
+local callbacks = (stage and stage.callbacks) or {}
+-- A plain hit leaves the stage as it is: no re-encoding, no rewrite, no AOF growth.
+local stage_changed = not is_hit
+
+-- Find this request's place among the callback records. Waiting records are the
+-- subscribers of the current run; a URL subscribes to one run once.
+local my_delivery = ''
+local due_now = '0'
+-- The callback list as encoded, when a record was added (measured, then put in the stage).
+local callbacks_json = nil
+if callback_url ~= '' then
+  if state ~= 'completed' then
+    for _, entry in ipairs(callbacks) do
+      if entry.waiting and entry.url == callback_url then
+        my_delivery = entry.delivery_id
+      end
+    end
+  end
+  if my_delivery == '' then
+    if #callbacks >= max_callbacks then
+      -- Make room by forgetting the oldest finished record; waiting and queued
+      -- records are promises and are never dropped.
+      for i, entry in ipairs(callbacks) do
+        if entry.status ~= 'queued' then
+          table.remove(callbacks, i)
+          break
+        end
+      end
+      if #callbacks >= max_callbacks then
+        return {'too_many_callbacks', input_matches, '', '', '', '', '0'}
+      end
+    end
+    local entry = {
+      delivery_id = delivery_id, url = callback_url, status = 'queued', attempts = 0,
+      reuse = is_hit, reuse_state = state, waiting = (state ~= 'completed'),
+      created_ms = now_ms, updated_ms = now_ms,
+    }
+    if input_matches ~= '' then entry.input_matches = (input_matches == '1') end
+    if state == 'completed' then entry.cached_ms = stage.finished_ms end
+    callbacks[#callbacks + 1] = entry
+    -- Every claim decodes the whole stage: bound its callback records in bytes too.
+    -- A list encodes as "[" .. entries joined by "," .. "]", so dropping an entry takes
+    -- exactly its own length and a comma off; only over the bound is any entry measured.
+    callbacks_json = cjson.encode(callbacks)
+    local size = #callbacks_json
+    if size > max_callback_bytes then
+      local i = 1
+      while size > max_callback_bytes and i < #callbacks do  -- never the new, last one
+        if callbacks[i].status ~= 'queued' then
+          size = size - #cjson.encode(callbacks[i]) - 1
+          table.remove(callbacks, i)
+        else
+          i = i + 1
+        end
+      end
+      if size > max_callback_bytes then
+        return {'callback_records_too_large', input_matches, '', '', '', '', '0'}
+      end
+      callbacks_json = cjson.encode(callbacks)
+    end
+    stage_changed = true
+    my_delivery = delivery_id
+    if state == 'completed' then due_now = '1' end
+  end
+end
+
+-- An empty list is left out of the stored stage: readers take a missing one as empty.
+if #callbacks == 0 then callbacks = nil end
+
+if not is_hit then
+  -- A new attempt. Subscribers of a dead run (stale) stay subscribed to the new one;
+  -- after SUCCESS or FAILED nobody waits any more.
+  -- A stale run counts as lost, as when the sweeper replaces it (see new_attempt).
+  stage = new_attempt(stage, token, queue_lease_ms, now_ms, callbacks)
+  rcall('HSET', doc_key, input_field, input_json)
+  rcall('HDEL', doc_key, output_field)
+  if KEYS[2] then
+    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[13]), ARGV[12])
+  end
+  stored_input = input_json
+  stored_output = ''
+else
+  stage.callbacks = callbacks
+end
+
+if not meta then
+  meta = {created_ms = now_ms, stages = 0}
+end
+if state == 'miss' then meta.stages = meta.stages + 1 end
+meta.updated_ms = now_ms
+meta.last_task_name = task_name
+-- Absent rather than "" when the latest request had no callback (nil removes the key).
+meta.last_delivery_id = (my_delivery ~= '') and my_delivery or nil
+meta.last_callback_url = (callback_url ~= '') and callback_url or nil
+
+rcall('HSET', doc_key, 'meta', cjson.encode(meta))
+-- Versions before meta.last_callback_url (commit 26263ce, 2026-11-28) kept the latest
+-- request in a field of its own. Kept: GATEWAY_TASK_TTL_SECONDS has no maximum and every
+-- other script's write renews the TTL without removing the field, so such a document may
+-- still be stored; gateway/documents.py reads the field until this deletes it.
+rcall('HDEL', doc_key, 'request')
+if stage_changed then
+  if callbacks_json then
+    -- Encoded once: the rest of the stage (never empty: it has a status) and the list.
+    stage.callbacks = nil
+    stage_json = string.sub(cjson.encode(stage), 1, -2) .. ',"callbacks":' .. callbacks_json .. '}'
+  else
+    stage_json = cjson.encode(stage)
+  end
+  rcall('HSET', doc_key, stage_field, stage_json)
+end
+-- The latest request's input is usually the stage's own input: store it once.
+if not is_hit or input_matches == '1' then
+  rcall('HDEL', doc_key, 'request_input')
+else
+  rcall('HSET', doc_key, 'request_input', input_json)
+end
+keep_document(doc_key, ttl_seconds)
+
+return {state, input_matches, stage_json, stored_input, stored_output, my_delivery, due_now}
