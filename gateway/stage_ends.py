@@ -45,6 +45,12 @@ Read = TypeVar("Read")
 LISTEN_SLICE_SECONDS = 5.0
 #: While the listener is not subscribed, waiters read their task again this often.
 REREAD_WHILE_DEAF_SECONDS = 2.0
+#: Reads of waiting requests in flight at once, per process. One end wakes every waiter
+#: of its task together; unbounded, each would take (and first open) a connection of its
+#: own, and a burst of 200 connects can overflow Redis's accept queue on a busy machine
+#: (dropped SYNs outlast the 1 s connect timeout: 503). A read takes well under a
+#: millisecond, so the last of 200 waits a few milliseconds more.
+READS_AT_ONCE = 16
 
 
 class StageEnds:
@@ -54,6 +60,7 @@ class StageEnds:
         self._client = client
         self._channel = keys.stage_ended_channel()
         self._lock = threading.Lock()
+        self._reads = threading.BoundedSemaphore(READS_AT_ONCE)
         self._waiters: dict[str, set[threading.Event]] = {}
         self._listener_pid: int | None = None
         #: True while the listener's subscription is confirmed (read without the lock).
@@ -74,7 +81,8 @@ class StageEnds:
         try:
             while True:
                 event.clear()  # before the read: a set after it is a later end
-                value = read()
+                with self._reads:
+                    value = read()
                 left = deadline - time.monotonic()
                 if done(value) or left <= 0:
                     return value
