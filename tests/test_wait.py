@@ -226,3 +226,18 @@ def test_every_ending_script_publishes_on_the_channel_the_listener_hears():
     for name in ("include/end_stage.lua", "delete_task.lua"):
         published = re.findall(r"'PUBLISH', '([^']+)'", (ROOT / "lua" / name).read_text())
         assert published == [channel], name
+
+
+def test_the_openapi_document_shows_wait_on_the_three_operations(client):
+    paths = client.get("/openapi.json").json["paths"]
+    for path, method in (
+        ("/v1/tasks", "post"),
+        ("/v1/tasks/{task_id}/status", "get"),
+        ("/v1/tasks/{task_id}/result", "get"),
+    ):
+        parameters = {p["name"]: p for p in paths[path][method].get("parameters", [])}
+        assert parameters["wait"]["in"] == "query"
+        assert parameters["wait"]["schema"] == {"type": "number", "minimum": 0}
+    assert "task_name" in {p["name"] for p in paths["/v1/tasks/{task_id}/status"]["get"]["parameters"]}
+    created = client.get("/openapi.json").json["components"]["schemas"]["TaskCreated"]
+    assert "failed" in created["properties"]["status"]["enum"]
