@@ -241,3 +241,8 @@ def test_the_openapi_document_shows_wait_on_the_three_operations(client):
     assert "task_name" in {p["name"] for p in paths["/v1/tasks/{task_id}/status"]["get"]["parameters"]}
     created = client.get("/openapi.json").json["components"]["schemas"]["TaskCreated"]
     assert "failed" in created["properties"]["status"]["enum"]
+
+
+def test_a_create_with_a_bad_wait_writes_nothing(client, task_id):
+    assert create(client, task_id, query="?wait=soon").status_code == 400
+    assert client.get(f"/v1/tasks/{task_id}/status").status_code == 404

@@ -82,12 +82,13 @@ WAIT_PARAMETER = {
 )
 def create_task():
     data = load_create_request(json_body())
+    # Validated before anything is written; looked at only when there is a query string,
+    # so that the reuse hit pays nothing for it.
+    seconds = _wait_seconds(create_query_schema.load(request.args)["wait"]) if request.query_string else 0.0
     task_ref = tenancy.scoped(data["task_id"])
     verdict = service.create_task(task_ref, data["task_name"], data["input_data"], data["callback"])
-    # The query string is looked at only when there is one: the reuse hit pays nothing.
-    if request.query_string and verdict.state != "completed":
-        seconds = _wait_seconds(create_query_schema.load(request.args)["wait"])
-        view = waits.ended_stage_view(task_ref, verdict.task_name, seconds) if seconds else None
+    if seconds and verdict.state != "completed":
+        view = waits.ended_stage_view(task_ref, verdict.task_name, seconds)
         if view is not None:
             return answers.task_waited(verdict, view)
     return answers.task_created(verdict)
