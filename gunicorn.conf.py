@@ -10,8 +10,17 @@ bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8788")
 # since a keep-alive connection stays with the process that accepted it).
 workers = int(os.environ.get("GATEWAY_WEB_WORKERS", 2 * multiprocessing.cpu_count()))
 worker_class = "gthread"
-threads = int(os.environ.get("GATEWAY_WEB_THREADS", 2))
-# A request never waits on a task or a callback, so 30 s is already generous.
+# A request with ?wait= holds its thread until its run ends (at most
+# GATEWAY_MAX_WAIT_SECONDS), asleep on an Event: it costs a thread's memory and no CPU.
+# gthread keeps accepting connections whatever its threads do, and a connection stays in
+# the process that accepted it, often most of them in one process (bench/run.py shows the
+# split), so each process gets threads for all the waiters we plan for (200) and the
+# ordinary traffic beside them; the pool starts its threads only when requests need them.
+# gevent was not chosen: it is not installed, and it patches what redis-py and RQ do
+# (docs/DESIGN.md, "Waiting for an end"). bench/wait.py measures the cost.
+threads = int(os.environ.get("GATEWAY_WEB_THREADS", 256))
+# gthread's heartbeat comes from its main loop, not from requests: a request that waits
+# does not count against this timeout.
 timeout = 30
 # Let in-flight requests finish on SIGTERM.
 graceful_timeout = 30

@@ -67,6 +67,8 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     # A delivery try not recorded this long after its HTTP timeout was lost with its worker.
     "DELIVERY_GRACE_SECONDS": (30, _seconds(0)),
     "QUEUE_LEASE_SECONDS": (3600, _seconds(above=True)),
+    # Longest ?wait= a request may ask for (larger values are cut to it); 0: never wait.
+    "MAX_WAIT_SECONDS": (30, _seconds(0)),
     # RQ's hard limit on one handler run.
     "JOB_TIMEOUT_SECONDS": (3600, _whole(1, "seconds")),
     # A worker that cannot reach Redis at start exits non-zero after this long; unset: never.

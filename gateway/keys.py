@@ -44,3 +44,11 @@ def delivery_watch() -> str:
 def watch_member(*parts: str) -> str:
     """A watch list member: its parts joined by tabs (task ids and names cannot hold one)."""
     return "\t".join(parts)
+
+
+def stage_ended_channel() -> str:
+    """The pub/sub channel on which every script that ends a stage (``lua/include/end_stage.lua``)
+    or deletes a document publishes the task document's key; the web processes' listeners
+    wake the requests waiting for it (``stage_ends``). A channel, not a key: the Lua
+    scripts name it literally, and tests/test_wait.py checks that they agree."""
+    return f"{PREFIX}:stage-ended"

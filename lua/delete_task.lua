@@ -33,4 +33,6 @@ if not force then
   if #busy > 1 then return busy end
 end
 rcall('DEL', doc_key)
+-- Requests waiting for one of its stages to end (?wait=) read again, and find it gone.
+rcall('PUBLISH', 'gw:stage-ended', doc_key)
 return {'deleted'}

@@ -8,7 +8,7 @@ Each answer's shape is the response schema of the same name in ``schemas``
 from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app, jsonify
 
@@ -68,6 +68,28 @@ def task_created(verdict: Verdict) -> Response:
         result = documents.stage_view_json(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
         text += f',"result":{result}'
     return current_app.response_class(text + "}\n", status=200 if completed else 202, mimetype="application/json")
+
+
+#: The ``message`` of a create answer that waited (``?wait=``) for the run to end.
+WAITED_MESSAGES = {
+    "SUCCESS": "Completed while the request waited; the result is included.",
+    "FAILED": "Failed while the request waited; the result holds the error.",
+}
+
+
+def task_waited(verdict: Verdict, view: dict[str, Any]) -> Response:
+    """``POST /v1/tasks?wait=``: the run ended while the request waited. 200 with the
+    stage's ``result``, as a completed hit, and ``status`` ``completed`` or ``failed``;
+    ``reuse_info`` and ``callback_status`` say what this request did, as in its 202."""
+    body: dict[str, Any] = {
+        "task_id": verdict.task_id,
+        "status": "completed" if view["status"] == documents.StageStatus.SUCCESS else "failed",
+        "message": WAITED_MESSAGES[view["status"]],
+        "reuse_info": documents.reuse_info(verdict.task_name, verdict.state, verdict.input_matches, verdict.cached_ms),
+        "callback_status": "queued" if verdict.delivery_id else None,
+        "result": view,
+    }
+    return jsonify(body)
 
 
 def task_deleted(task_id: str) -> Response:

@@ -9,7 +9,7 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
-from gateway import service, tasks, tenancy
+from gateway import service, tasks, tenancy, waits
 from gateway.api import answers
 from gateway.api.body import json_body
 from gateway.api.operations import BODY_ERRORS, COMMON_ERRORS, error, ok, operation
@@ -18,10 +18,12 @@ from gateway.api.schemas import (
     TASK_ID_RULE,
     cancel_query_schema,
     claim_policy,
+    create_query_schema,
     delete_task_schema,
     load_create_request,
     result_query_schema,
     retry_task_schema,
+    status_query_schema,
     task_id_field_validator,
 )
 from gateway.exceptions import StoreUnavailable, ValidationFailed
@@ -50,12 +52,31 @@ def _task_ref(task_id: str) -> str:
     return tenancy.scoped(task_id)
 
 
+def _wait_seconds(asked: float | None) -> float:
+    """A query's ``wait``, cut to GATEWAY_MAX_WAIT_SECONDS; 0 without one."""
+    if not asked:
+        return 0.0
+    return min(asked, float(current_app.config["MAX_WAIT_SECONDS"]))
+
+
+#: The ``wait`` query parameter of the operations that can wait for a stage to end.
+WAIT_PARAMETER = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "description": "Seconds to wait for the stage to end before answering (cut to GATEWAY_MAX_WAIT_SECONDS, "
+    "30 by default); when they run out, the answer is the one without wait.",
+    "schema": {"type": "number", "minimum": 0},
+}
+
+
 @bp.post("")
 @operation(
     "Create (or reuse) one stage of a task",
     body="CreateTask",
+    query=[WAIT_PARAMETER],
     responses={
-        "200": ok("TaskCreated", "Completed hit: the cached result"),
+        "200": ok("TaskCreated", "Completed hit: the cached result (or, with wait, the run ended meanwhile)"),
         "202": ok("TaskCreated", "Accepted: a run was started or is under way"),
         "409": error(
             "Too many stages or undelivered callbacks, or another stored input with if_input_differs 'reject' "
@@ -67,25 +88,47 @@ def _task_ref(task_id: str) -> str:
 )
 def create_task():
     data = load_create_request(json_body())
-    verdict = service.create_task(
-        tenancy.scoped(data["task_id"]), data["task_name"], data["input_data"], data["callback"], claim_policy(data)
-    )
+    # Validated before anything is written; looked at only when there is a query string,
+    # so that the reuse hit pays nothing for it.
+    seconds = _wait_seconds(create_query_schema.load(request.args)["wait"]) if request.query_string else 0.0
+    task_ref = tenancy.scoped(data["task_id"])
+    verdict = service.create_task(task_ref, data["task_name"], data["input_data"], data["callback"], claim_policy(data))
+    if seconds and verdict.state != "completed":
+        view = waits.ended_stage_view(task_ref, verdict.task_name, seconds)
+        if view is not None:
+            return answers.task_waited(verdict, view)
     return answers.task_created(verdict)
 
 
 @bp.get("/<task_id:task_id>/status")
 @operation(
     "The whole task document",
+    query=[
+        {
+            "name": "task_name",
+            "in": "query",
+            "required": False,
+            "description": "With wait: the stage to wait for (else every stage)",
+            "schema": {"type": "string"},
+        },
+        WAIT_PARAMETER,
+    ],
     responses={"200": ok("TaskDocument"), "404": error("Unknown task"), **COMMON_ERRORS},
 )
 def task_status(task_id: str):
-    return jsonify(get_store().read(_task_ref(task_id)))
+    task_ref = _task_ref(task_id)
+    if request.query_string:
+        query = status_query_schema.load(request.args)
+        seconds = _wait_seconds(query["wait"])
+        if seconds:
+            return jsonify(waits.document(task_ref, query["task_name"], seconds))
+    return jsonify(get_store().read(task_ref))
 
 
 @bp.get("/<task_id:task_id>/result")
 @operation(
     "The document, or one stage",
-    query=[{"name": "task_name", "in": "query", "required": False, "schema": {"type": "string"}}],
+    query=[{"name": "task_name", "in": "query", "required": False, "schema": {"type": "string"}}, WAIT_PARAMETER],
     responses={
         "200": {
             "description": "The document, or with task_name the single-stage view",
@@ -107,8 +150,13 @@ def task_status(task_id: str):
 def task_result(task_id: str):
     task_ref = _task_ref(task_id)
     query = result_query_schema.load(request.args)
+    seconds = _wait_seconds(query["wait"])
     if query["task_name"] is None:
+        if seconds:
+            return jsonify(waits.document(task_ref, None, seconds))
         return jsonify(get_store().read(task_ref))
+    if seconds:
+        return jsonify(waits.stage_view(task_ref, query["task_name"], seconds))
     return jsonify(get_store().read_stage(task_ref, query["task_name"]))
 
 

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from flask import current_app
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 from gateway import tasks, urlpolicy
 
@@ -157,10 +157,43 @@ class RetryTaskSchema(Schema):
     callback = fields.String(load_default=None, allow_none=True, validate=check_callback_url)
 
 
+def _wait_field() -> fields.Float:
+    """``?wait=<seconds>``: how long to wait for the stage to end (``waits``); capped by
+    GATEWAY_MAX_WAIT_SECONDS in the view, since the cap is configuration."""
+    return fields.Float(
+        load_default=None,
+        allow_nan=False,
+        validate=validate.Range(min=0, error="wait must be a number of seconds >= 0"),
+        metadata={"description": "seconds to wait for the stage to end (at most GATEWAY_MAX_WAIT_SECONDS)"},
+    )
+
+
 class ResultQuerySchema(Schema):
     """Query string of ``GET /v1/tasks/{task_id}/result``."""
 
     task_name = fields.String(load_default=None)
+    wait = _wait_field()
+
+
+class StatusQuerySchema(Schema):
+    """Query string of ``GET /v1/tasks/{task_id}/status``: ``task_name`` names the stage a
+    ``wait`` waits for. Other parameters are ignored, as they always were here."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    task_name = fields.String(load_default=None)
+    wait = _wait_field()
+
+
+class CreateQuerySchema(Schema):
+    """Query string of ``POST /v1/tasks`` (read only when there is one: the hit path pays
+    nothing without it). Other parameters are ignored, as they always were."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    wait = _wait_field()
 
 
 class CancelQuerySchema(Schema):
@@ -174,6 +207,8 @@ delete_task_schema = DeleteTaskSchema()
 retry_task_schema = RetryTaskSchema()
 result_query_schema = ResultQuerySchema()
 cancel_query_schema = CancelQuerySchema()
+status_query_schema = StatusQuerySchema()
+create_query_schema = CreateQuerySchema()
 
 
 # -- Response shapes: for the OpenAPI document (and the fuzzer that checks answers
@@ -241,7 +276,8 @@ TASK_STATUSES = ["pending", "running", "completed", "failed"]
 
 class TaskCreatedSchema(Schema):
     task_id = fields.String(required=True, dump_only=True)
-    status = fields.String(required=True, dump_only=True, metadata={"enum": ["pending", "completed"]})
+    # "failed": a ?wait= that saw the run end FAILED (with ``result``).
+    status = fields.String(required=True, dump_only=True, metadata={"enum": ["pending", "completed", "failed"]})
     message = fields.String(required=True, dump_only=True)
     reuse_info = fields.Nested(ReuseInfoSchema, required=True, dump_only=True)
     callback_status = fields.String(required=True, allow_none=True, dump_only=True, metadata=CALLBACK_STATUS)
