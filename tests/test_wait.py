@@ -246,3 +246,16 @@ def test_the_openapi_document_shows_wait_on_the_three_operations(client):
 def test_a_create_with_a_bad_wait_writes_nothing(client, task_id):
     assert create(client, task_id, query="?wait=soon").status_code == 400
     assert client.get(f"/v1/tasks/{task_id}/status").status_code == 404
+
+
+@pytest.mark.parametrize("query", ["wiat=5", "=", "wait=1&extra=1"])
+def test_an_unknown_query_parameter_is_refused_before_anything_is_written(client, task_id, query):
+    """A misspelt ``wait`` must not pass for no wait (found by the OpenAPI fuzzer: the
+    document lists every parameter)."""
+    body = {"task_name": "demo.echo", "task_id": task_id, "input_data": {"text": "hi"}}
+    created = client.post(f"/v1/tasks?{query}", json=body)
+    assert created.status_code == 400
+    assert created.json["error"]["code"] == "validation_error"
+    assert client.get(f"/v1/tasks/{task_id}/status").status_code == 404  # nothing written
+    client.post("/v1/tasks", json=body)
+    assert client.get(f"/v1/tasks/{task_id}/status?{query}").status_code == 400

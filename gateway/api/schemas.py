@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from flask import current_app
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from gateway import tasks, urlpolicy
 
@@ -177,10 +177,8 @@ class ResultQuerySchema(Schema):
 
 class StatusQuerySchema(Schema):
     """Query string of ``GET /v1/tasks/{task_id}/status``: ``task_name`` names the stage a
-    ``wait`` waits for. Other parameters are ignored, as they always were here."""
-
-    class Meta:
-        unknown = EXCLUDE
+    ``wait`` waits for. Another parameter is a 400, as on ``/result``: the OpenAPI document
+    lists every parameter, and a misspelt ``wait`` must not pass for no wait."""
 
     task_name = fields.String(load_default=None)
     wait = _wait_field()
@@ -188,10 +186,7 @@ class StatusQuerySchema(Schema):
 
 class CreateQuerySchema(Schema):
     """Query string of ``POST /v1/tasks`` (read only when there is one: the hit path pays
-    nothing without it). Other parameters are ignored, as they always were."""
-
-    class Meta:
-        unknown = EXCLUDE
+    nothing without it). Another parameter is a 400, as on ``/result``."""
 
     wait = _wait_field()
 
