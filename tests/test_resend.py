@@ -13,17 +13,7 @@ import requests
 
 from gateway.testing.receiver import STALL
 from gateway.testing.waiting import wait_until
-
-ECHO = "demo.echo"
-
-
-def create(client, task_id, input_data=None, task_name=ECHO, **options):
-    body = {"task_name": task_name, "task_id": task_id, "input_data": input_data or {"x": 1}, **options}
-    return client.post("/v1/tasks", json=body)
-
-
-def stage(client, task_id, task_name=ECHO):
-    return client.get(f"/v1/tasks/{task_id}/status").json["stages"][task_name]
+from tests.test_rerun import ECHO, create, stage
 
 
 def resend(client, task_id, delivery_id):

@@ -70,6 +70,14 @@ WAIT_PARAMETER = {
 }
 
 
+def task_name_parameter(description: str | None = None) -> dict:
+    """The optional ``task_name`` query parameter: the one stage an operation is about."""
+    parameter = {"name": "task_name", "in": "query", "required": False, "schema": {"type": "string"}}
+    if description:
+        parameter["description"] = description
+    return parameter
+
+
 @bp.post("")
 @operation(
     "Create (or reuse) one stage of a task",
@@ -103,16 +111,7 @@ def create_task():
 @bp.get("/<task_id:task_id>/status")
 @operation(
     "The whole task document",
-    query=[
-        {
-            "name": "task_name",
-            "in": "query",
-            "required": False,
-            "description": "With wait: the stage to wait for (else every stage)",
-            "schema": {"type": "string"},
-        },
-        WAIT_PARAMETER,
-    ],
+    query=[task_name_parameter("With wait: the stage to wait for (else every stage)"), WAIT_PARAMETER],
     responses={"200": ok("TaskDocument"), "404": error("Unknown task"), **COMMON_ERRORS},
 )
 def task_status(task_id: str):
@@ -128,7 +127,7 @@ def task_status(task_id: str):
 @bp.get("/<task_id:task_id>/result")
 @operation(
     "The document, or one stage",
-    query=[{"name": "task_name", "in": "query", "required": False, "schema": {"type": "string"}}, WAIT_PARAMETER],
+    query=[task_name_parameter(), WAIT_PARAMETER],
     responses={
         "200": {
             "description": "The document, or with task_name the single-stage view",
@@ -182,7 +181,7 @@ def delete_task(task_id: str):
 @bp.delete("/<task_id:task_id>")
 @operation(
     "Cancel the pending and running stages (or only task_name's)",
-    query=[{"name": "task_name", "in": "query", "required": False, "schema": {"type": "string"}}],
+    query=[task_name_parameter()],
     responses={
         "200": ok("Cancelled"),
         "404": error("Unknown task (task_not_found), or no stage task_name (stage_not_found)"),
