@@ -19,7 +19,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The application factory: config, Redis clients, store, queues, task registry, API, CLI."""
     from flask import Flask
 
-    from gateway import api, cli, config, connections, queues, signing, stage_ends, store, tasks, tenancy, watches
+    from gateway import (
+        api,
+        cli,
+        config,
+        connections,
+        queue_redis,
+        queues,
+        signing,
+        stage_ends,
+        store,
+        tasks,
+        tenancy,
+        watches,
+    )
     from gateway.api import jsonio
 
     app = Flask(__name__)
@@ -30,6 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     config.load(app, test_config)
     app.json = jsonio.GatewayJSONProvider(app)
     connections.init_app(app)
+    queue_redis.init_app(app)
     watches.init_app(app)
     store.init_app(app)
     queues.init_app(app)

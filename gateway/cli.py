@@ -13,6 +13,8 @@ from redis.exceptions import RedisError
 
 from gateway import scripts, signing, sweeper, worker
 from gateway.connections import get_connections
+from gateway.queue_redis import NodeGroupError, get_queue_redis
+from gateway.queues import get_queues
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -20,9 +22,9 @@ if TYPE_CHECKING:
 
 
 def _script_targets() -> list[tuple[Redis, dict[str, str]]]:
-    """(client, name → source) for the store Redis and the queue Redis."""
-    connections = get_connections()
-    return [(connections.store, scripts.read_sources()), (connections.queue, scripts.rq_sources())]
+    """(client, name → source) for the store Redis and each queue Redis."""
+    queue_clients = get_queues().all_connections()
+    return [(get_connections().store, scripts.read_sources()), *((c, scripts.rq_sources()) for c in queue_clients)]
 
 
 scripts_cli = AppGroup("scripts", help="Load or check the Lua scripts (the gateway's and RQ's) in Redis.")
@@ -74,27 +76,50 @@ def tenant_secret_command(tenant: str) -> None:
 
 
 @click.command("sweep")
+@click.option(
+    "--group", help="The node group (one of its nodes, or '*') whose queue Redis to sweep (default: every one)."
+)
 @with_appcontext
-def sweep_command() -> None:
+def sweep_command(group: str | None) -> None:
     """Run one sweep: re-run or fail lost runs, re-send lost deliveries."""
-    report = sweeper.sweep_once()
-    for action in report.actions:
-        click.echo(action)
-    click.echo(report.summary())
+    servers = get_queue_redis()
+    unreachable = []
+    for server in [servers.group(group)] if group is not None else servers.all():
+        try:
+            report = sweeper.sweep_once(server)
+        except RedisError as error:
+            unreachable.append(server.label)
+            click.echo(f"group {server.label}: its queue Redis (or the store) did not answer: {error}", err=True)
+            continue
+        for action in report.actions:
+            click.echo(action)
+        click.echo(report.summary() if servers.single else f"group {server.label}: {report.summary()}")
+    if unreachable:
+        raise click.ClickException(f"not swept: group {', '.join(unreachable)}")
 
 
 @click.command("worker")
-@click.option("--queues", "queue_names", help="Comma-separated queues to serve (default: all).")
+@click.option("--queues", "queue_names", help="Comma-separated queues to serve (default: all, or the --group's).")
+@click.option(
+    "--group",
+    help="With GATEWAY_QUEUE_REDIS_URLS: the node group to serve, named by one of its nodes or '*' (every node "
+    "the map does not name): its node queues and its callbacks queue, on its queue Redis.",
+)
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
 @click.option(
     "--log-level", default="WARNING", show_default=True, help="RQ's log level; INFO logs every job (about 5% slower)."
 )
 @with_appcontext
-def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None:
+def worker_command(queue_names: str | None, group: str | None, burst: bool, log_level: str) -> None:
     """Run a worker for the node queues and, in a process of its own, one for the
-    callback queue, with RQ's scheduler (it carries callback retries) and the sweeper."""
+    callback queue, with RQ's scheduler (it carries callback retries) and the sweeper,
+    on the queue Redis of one node group."""
     names = [name.strip() for name in queue_names.split(",") if name.strip()] if queue_names else None
-    if not worker.run(names, burst=burst, log_level=log_level):
+    try:
+        started = worker.run(names, group=group, burst=burst, log_level=log_level)
+    except NodeGroupError as error:
+        raise click.ClickException(str(error)) from None
+    if not started:
         sys.exit(1)
 
 

@@ -16,12 +16,13 @@ from typing import Any
 from marshmallow import ValidationError
 
 from gateway import urlpolicy
-from gateway.config_fields import Boolean, List, Number, Secrets, TenantSecrets, Text, Tokens, modules
+from gateway.config_fields import Boolean, List, NodeUrls, Number, Secrets, TenantSecrets, Text, Tokens, modules
 from gateway.exceptions import ConfigError
 
 PREFIX = "GATEWAY_"
 _REDIS_URL = r"^(redis|rediss|unix)://"
 _URL_WHAT = "a redis://, rediss:// or unix:// URL"
+_NODE = r"^[a-z][a-z0-9_]*$"  # the node part of a task name (``tasks.TASK_NAME``)
 
 
 def _seconds(minimum: float = 0, *, above: bool = False, **kwargs: Any) -> Number:
@@ -39,6 +40,12 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "REDIS_URL": ("redis://127.0.0.1:6379/0", Text(pattern=_REDIS_URL, what=_URL_WHAT)),
     # The RQ queues; defaults to REDIS_URL.
     "QUEUE_REDIS_URL": (None, Text(pattern=_REDIS_URL, what=_URL_WHAT, allow_none=True)),
+    # JSON object node → queue Redis URL ("*": every node not named, as QUEUE_REDIS_URL):
+    # node groups on Redis servers of their own (``queue_redis``). Unset: all on QUEUE_REDIS_URL.
+    "QUEUE_REDIS_URLS": (
+        {},
+        NodeUrls(node=_NODE, url=_REDIS_URL, what='node (or "*") → redis://, rediss:// or unix:// URL'),
+    ),
     "REDIS_CONNECT_TIMEOUT_SECONDS": (1.0, _seconds(above=True)),
     "REDIS_SOCKET_TIMEOUT_SECONDS": (2.0, _seconds(above=True)),
     "TASK_TTL_SECONDS": (86400, _whole(1, "seconds")),
@@ -149,7 +156,22 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 def check_environment(environ: Mapping[str, str]) -> None:
     """Raise ``ConfigError`` for the first bad ``GATEWAY_*`` value in ``environ``: for a
     launcher (the quickstart) to refuse before it starts any process."""
-    validate(from_environment(environ))
+    queue_redis_urls({**validate(DEFAULTS), **validate(from_environment(environ))})
+
+
+def queue_redis_urls(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Each node's queue Redis URL, ``"*"`` for every node not named (always there), from
+    checked settings: ``QUEUE_REDIS_URLS`` over ``QUEUE_REDIS_URL`` over ``REDIS_URL``.
+    ``ConfigError`` when ``QUEUE_REDIS_URLS``'s ``"*"`` and ``QUEUE_REDIS_URL`` disagree."""
+    urls = dict(settings["QUEUE_REDIS_URLS"] or {})
+    default = settings["QUEUE_REDIS_URL"]
+    if default is not None and urls.get("*", default) != default:
+        raise ConfigError(
+            f'{PREFIX}QUEUE_REDIS_URLS: its "*" entry and {PREFIX}QUEUE_REDIS_URL both name the queue Redis '
+            "of every other node, and they differ; set only one of them (or the same URL in both)"
+        )
+    urls["*"] = urls.get("*") or default or settings["REDIS_URL"]
+    return urls
 
 
 def misspelled(environ: Mapping[str, str]) -> list[str]:
@@ -177,8 +199,8 @@ def load(app, test_config: dict[str, Any] | None = None) -> None:
     }
     app.config.from_mapping(settings)
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_INPUT_BYTES"]
-    if app.config["QUEUE_REDIS_URL"] is None:
-        app.config["QUEUE_REDIS_URL"] = app.config["REDIS_URL"]
+    app.config["QUEUE_REDIS_URLS"] = queue_redis_urls(app.config)
+    app.config["QUEUE_REDIS_URL"] = app.config["QUEUE_REDIS_URLS"]["*"]
     app.config["CALLBACK_SIGNING_SECRETS"] = list(app.config["CALLBACK_SIGNING_SECRET"] or [])
     app.config["CALLBACK_POLICY"] = urlpolicy.Policy.from_config(app.config)
     if app.config["TASK_TTL_SECONDS"] < app.config["QUEUE_LEASE_SECONDS"]:

@@ -194,6 +194,26 @@ class TenantSecrets(Setting):
         return {_tenant(tenant): secrets.deserialize(given) for tenant, given in value.items()}
 
 
+class NodeUrls(Setting):
+    """A JSON object node → Redis URL, ``"*"`` standing for every node it does not name.
+    A URL may hold a password: messages name the node, never the URL."""
+
+    def __init__(self, *, node: str, url: str, what: str, **kwargs):
+        super().__init__(secret=True, **kwargs)
+        self.node, self.url, self.what = re.compile(node), re.compile(url), what
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = _json_or_text(value)
+        if not isinstance(value, dict):
+            raise ValidationError(f"must be a JSON object of {self.what}")
+        for node, url in value.items():
+            if node != "*" and not self.node.match(node):
+                raise ValidationError(f'has the key {node!r}, which is no node name (nor "*"): {self.what}')
+            if not isinstance(url, str) or not self.url.match(url):
+                raise ValidationError(f"maps {node!r} to no Redis URL: {self.what}")
+        return dict(value)
+
+
 class Tokens(Setting):
     """A JSON object token → tenant, or ``@/path/to/tokens.json`` naming one."""
 

@@ -1,6 +1,12 @@
 """The RQ side: one queue per node for runs, one queue for callback deliveries, and the
 enqueues that serve them (with their watch entries, ``watches``).
 
+Each node's queue lives on its queue Redis (``queue_redis``), and so do the deliveries of
+its stages (the ``callbacks`` queue of that server): a node group's runs, deliveries and
+watch lists are all on one server, with its own workers and sweeper, and a server that is
+down stops only its group. ``Queues.redis_for(node)`` and ``Queues.all_connections()``
+are the accessors for code that must reach them (health, metrics).
+
 Job ids are derived from what they serve (the run's claim token, the delivery id and
 try number). Delivery tries are enqueued ``unique``, so the same try twice is refused:
 RQ 3.0 would otherwise run a job twice when its id is enqueued twice.
@@ -20,14 +26,15 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
 from gateway import jsontext, tasks
-from gateway.connections import get_connections
 from gateway.jobguard import SERIALIZER, GatewayJob
+from gateway.queue_redis import get_queue_redis
 from gateway.watches import get_watches
 
 if TYPE_CHECKING:
     from flask import Flask
     from redis import Redis
 
+    from gateway.queue_redis import QueueRedis, QueueRedisMap
     from gateway.watches import Watches
 
 CALLBACK_QUEUE = "callbacks"
@@ -41,16 +48,31 @@ DELIVERY_FAILURE_TTL = 300
 
 
 class Queues:
-    def __init__(self, connection: Redis, config: dict[str, Any], watches: Watches) -> None:
-        self.connection = connection
+    def __init__(self, servers: QueueRedisMap, config: dict[str, Any], watches: Watches) -> None:
+        self.servers = servers
+        #: The default queue Redis's client (every node's, without a map).
+        self.connection = servers.default.client
         self.watches = watches
         self.job_timeout = int(config["JOB_TIMEOUT_SECONDS"])
-        self._queues: dict[str, Queue] = {}
+        self._queues: dict[tuple[str, str], Queue] = {}
 
-    def get(self, name: str) -> Queue:
-        queue = self._queues.get(name)
+    # -- where the queues are ------------------------------------------------------
+
+    def redis_for(self, node: str) -> Redis:
+        """The client of ``node``'s queue Redis (its runs, its stages' deliveries)."""
+        return self.servers.for_node(node).client
+
+    def all_connections(self) -> list[Redis]:
+        """One client per queue Redis server, the default's first (to ping or measure each)."""
+        return [server.client for server in self.servers.all()]
+
+    def get(self, name: str, server: QueueRedis | None = None) -> Queue:
+        """The RQ queue ``name`` on ``server``: by default the node's own server for a node
+        queue, the default server for ``callbacks``."""
+        server = server or self.servers.for_node(name)
+        queue = self._queues.get((server.url, name))
         if queue is None:
-            queue = self._queues[name] = make_queue(name, self.connection)
+            queue = self._queues[(server.url, name)] = make_queue(name, server.client)
         return queue
 
     # -- runs --------------------------------------------------------------------
@@ -63,10 +85,11 @@ class Queues:
         re-enqueue of a lost job takes a new id (the old one may linger in RQ).
         """
         job_id = run_job_id(token, task_name)
-        with self.connection.pipeline() as pipe:
+        server = self.servers.for_task(task_name)
+        with server.client.pipeline() as pipe:
             pipe.multi()  # explicit, or RQ would start the transaction after our ZADD and fail
             self.watches.watch_run_in(pipe, task_id, task_name)
-            self.get(tasks.node_of(task_name)).enqueue(
+            self.get(tasks.node_of(task_name), server).enqueue(
                 "gateway.jobs.run_stage",
                 task_id,
                 task_name,
@@ -88,15 +111,17 @@ class Queues:
         the job; whether it was still waiting. A job a worker already took (or a copy the
         sweeper queued again under another id) finds its claim void and does nothing."""
         job_id = run_job_id(token, task_name)
-        if not self.get(tasks.node_of(task_name)).remove(job_id):
+        server = self.servers.for_task(task_name)
+        if not self.get(tasks.node_of(task_name), server).remove(job_id):
             return False
         # Out of the queue list, no worker can reach it any more: its hash is garbage.
-        self.connection.delete(GatewayJob.key_for(job_id))
+        server.client.delete(GatewayJob.key_for(job_id))
         return True
 
     def run_job_alive(self, token: str, task_name: str) -> bool:
         """Whether the run's job is waiting in RQ or was taken by a worker within a lease."""
-        return _job_alive(self.connection, run_job_id(token, task_name), self.watches.run_lease_ms)
+        client = self.servers.for_task(task_name).client
+        return _job_alive(client, run_job_id(token, task_name), self.watches.run_lease_ms)
 
     # -- deliveries --------------------------------------------------------------
 
@@ -120,7 +145,8 @@ class Queues:
         *,
         again: bool = False,
     ) -> None:
-        """One job per delivery try; a later try waits ``delay`` seconds in RQ's scheduler."""
+        """One job per delivery try, on the queue Redis of the stage's node; a later try
+        waits ``delay`` seconds in RQ's scheduler."""
         due = None
         due_ms = _now_ms()
         if delay > 0:
@@ -131,7 +157,7 @@ class Queues:
         self.watches.watch_delivery(task_id, task_name, delivery_id, due_ms)
         job_id = delivery_job_id(delivery_id, try_number)
         self._enqueue(
-            self.get(CALLBACK_QUEUE),
+            self.get(CALLBACK_QUEUE, self.servers.for_task(task_name)),
             "gateway.jobs.deliver",
             (task_id, task_name, delivery_id, result_json, try_number),
             job_id=f"{job_id}-{_now_ms()}" if again else job_id,
@@ -141,17 +167,19 @@ class Queues:
             failure_ttl=DELIVERY_FAILURE_TTL,
         )
 
-    def delivery_job(self, delivery_id: str, try_number: int) -> GatewayJob | None:
-        """The try's job, if there is one this version can run (an older version's pickled
-        job never runs: the sweeper then sends the try again from the stored stage)."""
+    def delivery_job(self, task_name: str, delivery_id: str, try_number: int) -> GatewayJob | None:
+        """The try's job (on the queue Redis of ``task_name``'s node), if there is one this
+        version can run (an older version's pickled job never runs: the sweeper then sends
+        the try again from the stored stage)."""
+        client = self.servers.for_task(task_name).client
         try:
-            job = GatewayJob.fetch(delivery_job_id(delivery_id, try_number), self.connection, SERIALIZER)
+            job = GatewayJob.fetch(delivery_job_id(delivery_id, try_number), client, SERIALIZER)
         except NoSuchJobError:
             return None
         return job if job.refusal() is None else None
 
     def delivery_job_alive(self, job: Job | None) -> bool:
-        return job is not None and _job_alive(self.connection, job.id, self.watches.delivery_grace_ms)
+        return job is not None and _job_alive(job.connection, job.id, self.watches.delivery_grace_ms)
 
     # -- shared ------------------------------------------------------------------
 
@@ -236,5 +264,5 @@ def get_queues(app: Flask | None = None) -> Queues:
 
 
 def init_app(app: Flask) -> None:
-    """Needs ``connections.init_app`` and ``watches.init_app`` first."""
-    app.extensions["gateway.queues"] = Queues(get_connections(app).queue, app.config, get_watches(app))
+    """Needs ``queue_redis.init_app`` and ``watches.init_app`` first."""
+    app.extensions["gateway.queues"] = Queues(get_queue_redis(app), app.config, get_watches(app))

@@ -1,10 +1,10 @@
 """Finishes what a dead process left: lost runs and lost deliveries.
 
-Each worker runs a sweeper thread (``flask --app wsgi worker``); ``flask --app wsgi
-sweep`` runs one pass. It reads only the members of the two watch lists whose time has
-come (``watches``): the cost grows with the work that is
-overdue, never with the keyspace. Every action is checked against the task document by a
-script or a record, so several sweepers at once do no harm.
+Each worker runs a sweeper thread (``flask --app wsgi worker``) for the queue Redis of its
+node group; ``flask --app wsgi sweep`` runs one pass over every queue Redis. It reads only
+the members of that server's two watch lists whose time has come (``watches``): the cost
+grows with the work that is overdue, never with the keyspace. Every action is checked
+against the task document by a script or a record, so several sweepers at once do no harm.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 from gateway import documents
+from gateway.queue_redis import get_queue_redis
 from gateway.queues import get_queues
 from gateway.replies import Outcome
 from gateway.store import get_store
@@ -26,6 +27,8 @@ from gateway.watches import get_watches
 
 if TYPE_CHECKING:
     from flask import Flask
+
+    from gateway.queue_redis import QueueRedis
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ class SweepReport:
     runs_failed: int = 0
     deliveries_checked: int = 0
     deliveries_requeued: int = 0
+    #: Entries found on a queue Redis that no longer serves their node (the map changed),
+    #: handed to the sweeper of the one that does.
+    moved: int = 0
     actions: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -47,21 +53,36 @@ class SweepReport:
             f"runs checked {self.runs_checked}, requeued {self.runs_requeued}, rerun {self.runs_rerun}, "
             f"failed {self.runs_failed}; deliveries checked {self.deliveries_checked}, "
             f"requeued {self.deliveries_requeued}"
+            + (f"; {self.moved} moved to their node's queue Redis" if self.moved else "")
         )
 
 
-def sweep_once() -> SweepReport:
-    """One pass over everything overdue now (in batches of 100 per list)."""
+def sweep_once(server: QueueRedis | None = None) -> SweepReport:
+    """One pass over everything overdue now on ``server``'s watch lists (None: on every
+    queue Redis), in batches of 100 per list."""
     report = SweepReport()
+    for each in [server] if server is not None else get_queue_redis().all():
+        _sweep_server(each, report)
+    return report
+
+
+def _sweep_server(server: QueueRedis, report: SweepReport) -> None:
     now_ms = int(time.time() * 1000)
-    watches = get_watches()
-    for task_id, task_name in watches.due_runs(now_ms, BATCH):
+    watches, servers = get_watches(), get_queue_redis()
+    for task_id, task_name in watches.due_runs(server, now_ms, BATCH):
+        if servers.for_task(task_name) is not server:
+            watches.move_run(server, task_id, task_name)
+            report.moved += 1
+            continue
         report.runs_checked += 1
         _check_run(task_id, task_name, report)
-    for task_id, task_name, delivery_id in watches.due_deliveries(now_ms, BATCH):
+    for task_id, task_name, delivery_id in watches.due_deliveries(server, now_ms, BATCH):
+        if servers.for_task(task_name) is not server:
+            watches.move_delivery(server, task_id, task_name, delivery_id)
+            report.moved += 1
+            continue
         report.deliveries_checked += 1
         _check_delivery(task_id, task_name, delivery_id, report)
-    return report
 
 
 def _check_run(task_id: str, task_name: str, report: SweepReport) -> None:
@@ -118,7 +139,7 @@ def _check_delivery(task_id: str, task_name: str, delivery_id: str, report: Swee
         watches.forget_delivery(task_id, task_name, delivery_id)
         return
     try_number = record.get("attempts", 0) + 1
-    job = queues.delivery_job(delivery_id, try_number)
+    job = queues.delivery_job(task_name, delivery_id, try_number)
     if queues.delivery_job_alive(job):
         watches.watch_delivery_later(task_id, task_name, delivery_id)
         return
@@ -131,11 +152,13 @@ def _check_delivery(task_id: str, task_name: str, delivery_id: str, report: Swee
 
 
 class SweeperThread(threading.Thread):
-    """Runs ``sweep_once`` every ``GATEWAY_SWEEP_INTERVAL_SECONDS`` in a worker process."""
+    """Runs ``sweep_once`` over one queue Redis (its worker's, ``server``) every
+    ``GATEWAY_SWEEP_INTERVAL_SECONDS`` in a worker process."""
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, server: QueueRedis) -> None:
         super().__init__(name="gateway-sweeper", daemon=True)
         self._app = app
+        self._server = server
         self._interval = float(app.config["SWEEP_INTERVAL_SECONDS"])
         self._stop_event = threading.Event()
 
@@ -143,7 +166,7 @@ class SweeperThread(threading.Thread):
         while not self._stop_event.wait(self._interval):
             try:
                 with self._app.app_context():
-                    report = sweep_once()
+                    report = sweep_once(self._server)
                 for action in report.actions:
                     log.warning("sweeper: %s", action)
             except Exception:  # Redis down: try again next interval

@@ -1,5 +1,6 @@
 """``flask --app wsgi worker``: an RQ worker for the node queues (runs) and, in a process
-of its own beside it, one for the callback queue (deliveries)."""
+of its own beside it, one for the callback queue (deliveries), all on the queue Redis of
+one node group (``queue_redis``), with that server's sweeper."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from gateway.backoff import wait_for_redis
 from gateway.connections import connect, get_connections
 from gateway.deliveryproc import DeliveryProcess, die_with_parent
 from gateway.jobguard import SERIALIZER, GatewayJob
+from gateway.queue_redis import NodeGroupError, get_queue_redis
 from gateway.queues import CALLBACK_QUEUE, make_queue
 from gateway.sweeper import SweeperThread
 
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from rq.job import Job
     from rq.queue import Queue
     from rq.registry import StartedJobRegistry
+
+    from gateway.queue_redis import QueueRedis
 
 MAINTENANCE_INTERVAL_SECONDS = 30
 #: Pause before a worker that stopped on a Redis error starts again.
@@ -207,9 +211,15 @@ def job_app_context() -> Iterator[None]:
         yield
 
 
-def all_queue_names() -> list[str]:
-    """Every node of the registry, then the callback queue."""
-    return [*tasks.by_node(), CALLBACK_QUEUE]
+def all_queue_names(server: QueueRedis | None = None) -> list[str]:
+    """Every node of the registry (of ``server``'s group when given), then the callback queue."""
+    nodes = list(tasks.by_node()) if server is None else get_queue_redis().nodes_of(server)
+    return [*nodes, CALLBACK_QUEUE]
+
+
+def queue_redis_of(names: list[str]) -> QueueRedis:
+    """The one queue Redis of the queues ``names``; ``NodeGroupError`` if they span several."""
+    return get_queue_redis().server_for_queues(names, CALLBACK_QUEUE)
 
 
 def split_roles(names: list[str]) -> tuple[list[str], list[str]]:
@@ -217,18 +227,20 @@ def split_roles(names: list[str]) -> tuple[list[str], list[str]]:
     return [name for name in names if name != CALLBACK_QUEUE], [name for name in names if name == CALLBACK_QUEUE]
 
 
-def build_worker(queue_names: list[str] | None = None) -> GatewayWorker:
-    """A worker that runs jobs in its own process (no fork per job).
+def build_worker(queue_names: list[str] | None = None, server: QueueRedis | None = None) -> GatewayWorker:
+    """A worker that runs jobs in its own process (no fork per job), on ``server`` (by
+    default the one queue Redis of ``queue_names``; ``NodeGroupError`` if they span several).
 
     Forking per job costs far more than our small jobs (RQ 3.0: ~75 vs ~460 no-op
     jobs/s). A handler that crashes the process loses only its run, which its lease
     gives back; the app context pushed by the caller serves every job.
     """
-    names = queue_names or all_queue_names()
+    names = queue_names or all_queue_names(server)
+    server = server or queue_redis_of(names)
     # A client of RQ's own: RQ raises its client's socket timeout to outlast its blocking
     # dequeue (415 s), and on the app's shared client the sweeper, lease renewals and
     # delivery enqueues of this process would then wait that long on a hung Redis.
-    connection = connect(current_app.config["QUEUE_REDIS_URL"], current_app.config, decode_responses=False)
+    connection = connect(server.url, current_app.config, decode_responses=False)
     return GatewayWorker(
         [make_queue(name, connection) for name in names],
         connection=connection,
@@ -263,6 +275,7 @@ def _stop_on_signals(on_stop_signal: Callable[[int], None] | None) -> None:
 def serve(
     names: list[str],
     *,
+    server: QueueRedis | None = None,
     burst: bool = False,
     log_level: str = "WARNING",
     scheduled_queue_names: list[str] | None = None,
@@ -274,7 +287,7 @@ def serve(
     while True:
         worker = None
         try:
-            worker = build_worker(names)  # talks to Redis already (CLIENT SETNAME)
+            worker = build_worker(names, server)  # talks to Redis already (CLIENT SETNAME)
             worker.scheduled_queue_names = scheduled_queue_names
             worker.on_stop_signal = on_stop_signal
             current_app.logger.info("worker serving queues: %s", ", ".join(q.name for q in worker.queues))
@@ -299,31 +312,55 @@ def serve(
             break
 
 
-def run(queue_names: list[str] | None = None, *, burst: bool = False, log_level: str = "WARNING") -> bool:
-    """``flask --app wsgi worker``: a worker for the node queues and, in a process of its
-    own, one for the callback queue, with RQ's scheduler and the sweeper. False when
-    Redis did not answer within ``GATEWAY_WORKER_START_TIMEOUT_SECONDS``."""
-    app = current_app._get_current_object()
+def worker_queue_redis(queue_names: list[str] | None, group: str | None) -> tuple[QueueRedis, list[str]]:
+    """The queue Redis and the queues of a worker command: ``--group`` names a node group
+    by one of its nodes (or ``*``: every node the map does not name), ``--queues`` the
+    queues; either alone decides the server. ``NodeGroupError`` explains a bad pair."""
+    servers = get_queue_redis()
+    if group is not None:
+        server = servers.group(group)
+        names = queue_names or all_queue_names(server)
+        if queue_redis_of(names) is not server and split_roles(names)[0]:
+            raise NodeGroupError(f"--queues {','.join(names)}: not all on the queue Redis of group {server.label}")
+        return server, names
+    if queue_names is None and not servers.single:
+        groups = ", ".join(server.label for server in servers.all())
+        raise NodeGroupError(
+            f"GATEWAY_QUEUE_REDIS_URLS puts the queues on {len(servers.all())} Redis servers: start one worker "
+            f"(or more) per server with --group NODE, one of each of these groups: {groups}"
+        )
     names = queue_names or all_queue_names()
+    return queue_redis_of(names), names
+
+
+def run(
+    queue_names: list[str] | None = None, *, group: str | None = None, burst: bool = False, log_level: str = "WARNING"
+) -> bool:
+    """``flask --app wsgi worker``: a worker for the node queues and, in a process of its
+    own, one for the callback queue, with RQ's scheduler and the sweeper, all on the queue
+    Redis of one node group (``worker_queue_redis``). False when Redis did not answer
+    within ``GATEWAY_WORKER_START_TIMEOUT_SECONDS``."""
+    app = current_app._get_current_object()
+    server, names = worker_queue_redis(queue_names, group)
     timeout = app.config["WORKER_START_TIMEOUT_SECONDS"]
-    connections = get_connections()
-    if not wait_for_redis([connections.store, connections.queue], None if timeout is None else float(timeout)):
+    if not wait_for_redis([get_connections().store, server.client], None if timeout is None else float(timeout)):
         return False
     if burst:  # one worker drains everything, deliveries its runs made included
-        serve(names, burst=True, log_level=log_level)
+        serve(names, server=server, burst=True, log_level=log_level)
         return True
     runs, deliveries = split_roles(names)
-    sweeper = SweeperThread(app)
+    sweeper = SweeperThread(app, server)
     sweeper.start()
     delivery_process = None
     try:
         if runs and deliveries:
             delivery_process = DeliveryProcess(
-                app, lambda: serve(deliveries, log_level=log_level, with_scheduler=False)
+                app, lambda: serve(deliveries, server=server, log_level=log_level, with_scheduler=False)
             )
             delivery_process.start()
         serve(
             runs or deliveries,
+            server=server,
             log_level=log_level,
             scheduled_queue_names=names,
             on_stop_signal=delivery_process.signal if delivery_process else None,

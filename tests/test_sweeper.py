@@ -189,7 +189,7 @@ def test_lost_delivery_is_sent_again_with_the_same_webhook_id(make_app, task_id,
     with app.app_context():
         build_worker(["demo"]).work(burst=True, logging_level="WARNING")  # the run ends; delivery due
         [record] = stage(client, task_id, "demo.echo")["callbacks"]
-        job = get_queues().delivery_job(record["delivery_id"], 1)
+        job = get_queues().delivery_job("demo.echo", record["delivery_id"], 1)
         get_queues().get("callbacks").remove(job.id)  # taken by a worker that then died
         job.set_status("started")
         time.sleep(0.2)
@@ -200,7 +200,8 @@ def test_lost_delivery_is_sent_again_with_the_same_webhook_id(make_app, task_id,
     assert delivered["json"]["result"]["output"] == {"v": 1}
     assert stage(client, task_id, "demo.echo")["callbacks"][0]["status"] == "sent"
     with app.app_context():  # nothing left to watch
-        assert get_watches().due_deliveries(int(time.time() * 1000) + 10**9, 10) == []
+        server = get_queues().servers.default
+        assert get_watches().due_deliveries(server, int(time.time() * 1000) + 10**9, 10) == []
         assert delivery_job_id(record["delivery_id"], 1) == job.id
 
 
