@@ -1,5 +1,6 @@
-"""The quickstart: Redis (embedded unless GATEWAY_REDIS_URL is set), an RQ worker and
-gunicorn, run together until Ctrl-C or SIGTERM. ``python -m gateway.serve``.
+"""The quickstart: Redis (embedded unless GATEWAY_REDIS_URL is set), an RQ worker (one per
+queue Redis with GATEWAY_QUEUE_REDIS_URLS) and gunicorn, run together until Ctrl-C or
+SIGTERM. ``python -m gateway.serve``.
 
 Once the gateway answers it prints where it listens, where Redis keeps its data, how
 callbacks are signed and the command that submits a first task. Callbacks are signed with
@@ -357,6 +358,19 @@ def start_up_message(
 # -- the quickstart -------------------------------------------------------------------------
 
 
+def worker_args(env: dict[str, str]) -> list[list[str]]:
+    """The arguments of each ``flask --app wsgi worker`` to start: one worker for all the
+    queues, or with GATEWAY_QUEUE_REDIS_URLS naming several Redis servers, one per server
+    (``--group``, named by one of its nodes, ``*`` for the default's)."""
+    urls = config.queue_redis_urls(config.validate({**config.DEFAULTS, **config.from_environment(env)}))
+    groups: dict[str, list[str]] = {}
+    for node, url in urls.items():
+        groups.setdefault(url, []).append(node)
+    if len(groups) == 1:
+        return [[]]
+    return [["--group", "*" if "*" in nodes else min(nodes)] for nodes in groups.values()]
+
+
 class Quickstart:
     def __init__(self) -> None:
         self.env = dict(os.environ)
@@ -397,8 +411,8 @@ class Quickstart:
         if not self.load_scripts():
             return 0
         gunicorn = self.spawn("gunicorn", "gunicorn", "wsgi:app")
-        worker = self.spawn("worker", "flask", "--app", "wsgi", "worker")
-        return self.supervise(gunicorn, worker, address)
+        workers = [self.spawn("worker", "flask", "--app", "wsgi", "worker", *args) for args in worker_args(env)]
+        return self.supervise(gunicorn, workers, address)
 
     def load_scripts(self) -> bool:
         """Load the Lua scripts into Redis; False when asked to stop meanwhile. Its list of
@@ -417,9 +431,9 @@ class Quickstart:
         self.children.remove(loader)
         return True
 
-    def supervise(self, gunicorn: Child, worker: Child, address: tuple[str, int] | str) -> int:
+    def supervise(self, gunicorn: Child, workers: list[Child], address: tuple[str, int] | str) -> int:
         announced = False
-        restart_at: float | None = None
+        restart_at: dict[Child, float] = {}
         while not self.stopping:
             if not gunicorn.running():
                 say(f"gunicorn exited (code {gunicorn.exit_code()}); stopping")
@@ -435,12 +449,13 @@ class Quickstart:
                         message += f"\n  (health answers {status}: is Redis reachable?)"
                     print(message, flush=True)
                     announced = True
-            if restart_at is None and not worker.running():
-                restart_at = time.monotonic() + self.worker_died(worker)
-            if restart_at is not None and time.monotonic() >= restart_at:
-                worker.start()
-                say(f"worker started again (pid {worker.pid})")
-                restart_at = None
+            for worker in workers:
+                if worker not in restart_at and not worker.running():
+                    restart_at[worker] = time.monotonic() + self.worker_died(worker)
+                if worker in restart_at and time.monotonic() >= restart_at[worker]:
+                    worker.start()
+                    say(f"worker started again (pid {worker.pid})")
+                    del restart_at[worker]
             time.sleep(POLL_SECONDS)
         return 0
 

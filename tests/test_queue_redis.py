@@ -205,6 +205,20 @@ def test_a_down_queue_redis_stops_only_its_nodes(split_app, queue_servers, task_
     assert stage(client, task_id, "testing.empty")["status"] == "SUCCESS"
 
 
+def test_the_quickstart_starts_one_worker_per_queue_redis():
+    from gateway.serve import worker_args
+
+    store = {"GATEWAY_REDIS_URL": "redis://s:6379/0"}
+    assert worker_args(store) == [[]]  # as before: one worker, every queue
+    assert worker_args({**store, "GATEWAY_QUEUE_REDIS_URLS": '{"demo": "redis://s:6379/0"}'}) == [[]]
+    urls = '{"demo": "redis://q1:6379/0", "ffmpeg": "redis://q1:6379/0", "gpu": "redis://q2:6379/0"}'
+    assert worker_args({**store, "GATEWAY_QUEUE_REDIS_URLS": urls}) == [
+        ["--group", "demo"],
+        ["--group", "gpu"],
+        ["--group", "*"],
+    ]
+
+
 # -- configuration ------------------------------------------------------------------------
 
 
