@@ -83,8 +83,12 @@ def tenant_secret_command(tenant: str) -> None:
 def sweep_command(group: str | None) -> None:
     """Run one sweep: re-run or fail lost runs, re-send lost deliveries."""
     servers = get_queue_redis()
+    try:
+        chosen = [servers.group(group)] if group is not None else servers.all()
+    except NodeGroupError as error:
+        raise click.ClickException(str(error)) from None
     unreachable = []
-    for server in [servers.group(group)] if group is not None else servers.all():
+    for server in chosen:
         try:
             report = sweeper.sweep_once(server)
         except RedisError as error:

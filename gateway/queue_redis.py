@@ -84,7 +84,12 @@ class QueueRedisMap:
         return [self.default, *dict.fromkeys(self.named.values())]
 
     def group(self, name: str) -> QueueRedis:
-        """The server of the group an operator names by one of its nodes (or ``*``)."""
+        """The server of the group an operator names by one of its nodes (or ``*``);
+        ``NodeGroupError`` for a name that is neither in the map nor a registered node."""
+        if name != EVERY_OTHER_NODE and name not in self.named and name not in self.default.names:
+            if name not in tasks.by_node():
+                known = sorted({*self.named, *self.default.names, *tasks.by_node()})
+                raise NodeGroupError(f"--group {name}: no such node (known: {', '.join(known)})")
         return self.default if name == EVERY_OTHER_NODE else self.for_node(name)
 
     def nodes_of(self, server: QueueRedis) -> list[str]:

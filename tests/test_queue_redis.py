@@ -148,6 +148,8 @@ def test_a_worker_serves_one_queue_redis(split_app, queue_servers):
     assert "--group NODE" in refused.output and "groups: *, demo" in refused.output
     mixed = runner.invoke(args=["worker", "--burst", "--queues", "demo,testing"])
     assert mixed.exit_code == 1 and "2 queue Redis servers" in mixed.output
+    misspelt = runner.invoke(args=["worker", "--burst", "--group", "dmeo"])
+    assert misspelt.exit_code == 1 and "--group dmeo: no such node (known: *, demo, testing)" in misspelt.output
     with app.app_context():
         server, names = worker_queue_redis(None, "demo")
         assert (server.url, names) == (a.url, ["demo", "callbacks"])
@@ -186,10 +188,14 @@ def _rq_shas(output: str) -> list[str]:
 
 
 def test_sweep_command_sweeps_each_queue_redis(split_app):
-    result = split_app().test_cli_runner().invoke(args=["sweep"])
+    runner = split_app().test_cli_runner()
+    result = runner.invoke(args=["sweep"])
     assert result.exit_code == 0, result.output
     assert "group demo: runs checked 0" in result.output
     assert "group *: runs checked 0" in result.output
+    one = runner.invoke(args=["sweep", "--group", "demo"])
+    assert (one.exit_code, one.output.count("runs checked")) == (0, 1)
+    assert runner.invoke(args=["sweep", "--group", "nope"]).exit_code == 1
 
 
 def test_a_down_queue_redis_stops_only_its_nodes(split_app, queue_servers, task_id):
