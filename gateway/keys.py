@@ -21,7 +21,8 @@ def task_document(task_id: str) -> str:
     return f"{PREFIX}:task:{{{task_id}}}"
 
 
-# The two watch lists live in the queue Redis, beside RQ's own keys. Each is a sorted set
+# The two watch lists live in each queue Redis (the one of the task's node, ``queue_redis``),
+# beside RQ's own keys. Each is a sorted set
 # scored by the time (epoch ms) at which the sweeper should look at a member; a member is
 # a hint, and the sweeper checks the document before it acts. When the queue Redis is the
 # store Redis (``watches.Watches.scripts_write_runs``; never so with a Redis Cluster
