@@ -11,6 +11,7 @@ import redis
 import requests
 
 from gateway import keys
+from gateway.connections import get_connections
 from gateway.recent import KEPT, get_recent, redacted_url
 from gateway.store import get_store
 from gateway.sweeper import sweep_once
@@ -73,6 +74,10 @@ def test_failed_stages_are_listed_newest_first_per_tenant(tenant_app, work):
     assert [e["task_id"] for e in beta] == ["b-1"]
     assert recent.failed_stages("gamma") == []
     assert len(recent.failed_stages(None, limit=1)) == 1
+    # All in the queue Redis, none in the store's (which may be a cluster: no global keys there).
+    with tenant_app.app_context():
+        store_keys = set(get_connections().store.scan_iter("gw:*"))
+    assert store_keys and not {key for key in store_keys if key.startswith(("gw:recent", "gw:activity"))}
 
 
 def test_each_failed_delivery_try_is_listed_with_a_redacted_url(tenant_app, work, receiver):
