@@ -219,6 +219,7 @@ class Recent:
         counts runs that ended SUCCESS, ``runs_failed`` those that ended FAILED (a
         cancelled run is neither); ``deliveries_sent`` tries answered 2xx,
         ``deliveries_failed`` tries that failed (retried or not). ``tenant`` None: all."""
+        self.flush()  # this process's own counts first (none in a web process; a test's worker)
         current = int((time.time() if now is None else now) // 60)
         minutes = list(range(current - ACTIVITY_MINUTES + 1, current + 1))
         fields = [f"{counter}:{tenant}" if tenant else counter for counter in COUNTERS]

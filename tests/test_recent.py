@@ -12,7 +12,7 @@ import requests
 
 from gateway import keys
 from gateway.connections import get_connections
-from gateway.recent import KEPT, get_recent, redacted_url
+from gateway.recent import KEPT, Recent, get_recent, redacted_url
 from gateway.store import get_store
 from gateway.sweeper import sweep_once
 from tests.conftest import Stack, wait_until
@@ -151,11 +151,19 @@ def test_activity_of_minutes_out_of_the_window_is_not_counted(tenant_app):
 
 def test_counts_are_written_within_a_second_without_a_flush(tenant_app):
     """A worker's counts wait in the process (one round trip a second, not one per run);
-    the lease keeper's thread writes them."""
+    the lease keeper's thread writes them. Another process reads them."""
     recent = recorded(tenant_app)
     for _ in range(3):
         recent.record_run_started("alpha/t-1")
-    wait_until(lambda: total(recent.activity("alpha"), "runs_started") == 3, 5, what="the counts written")
+    reader = Recent(recent.connection)
+    wait_until(lambda: total(reader.activity("alpha"), "runs_started") == 3, 5, what="the counts written")
+
+
+def test_activity_includes_the_counts_of_its_own_process(tenant_app, work):
+    create(tenant_app.test_client(), TOKEN_A, "a-1", "demo.echo")
+    work(tenant_app)
+    with tenant_app.app_context():
+        assert counts(get_recent().activity("alpha"))["runs_completed"] == 1
 
 
 def test_recent_lists_stay_bounded(tenant_app):
@@ -193,7 +201,6 @@ def test_recording_never_fails_a_run(make_app, work, task_id):
     """The queue Redis of the recent events is down (here: a port nobody listens on, the
     rest on the real Redis): the run still ends SUCCESS."""
     from gateway.embedded import free_port
-    from gateway.recent import Recent
 
     app = make_app()
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5)
@@ -203,6 +210,7 @@ def test_recording_never_fails_a_run(make_app, work, task_id):
     work(app)
     with app.app_context():
         assert get_store().read_stage(task_id, "demo.echo")["status"] == "SUCCESS"
+    app.extensions["gateway.recent"].flush()  # now, not from the keeper's thread during a later test
 
 
 # --- real gunicorn and worker processes ----------------------------------------------
@@ -224,8 +232,6 @@ def post(stack, token, body):
 
 def read_recent(stack):
     """A Recent on the stack's queue Redis, as the console's web process reads it."""
-    from gateway.recent import Recent
-
     return Recent(stack.redis())
 
 
