@@ -26,6 +26,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         connections,
         queue_redis,
         queues,
+        recent,
         signing,
         stage_ends,
         store,
@@ -48,6 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     store.init_app(app)
     queues.init_app(app)
     stage_ends.init_app(app)
+    recent.init_app(app)
     tasks.load_modules(app.config["TASK_MODULES"], demo_tasks=app.config["DEMO_TASKS"])
     tenancy.init_app(app)
     signing.init_app(app)
