@@ -21,6 +21,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from gateway import api, cli, config, connections, queues, signing, stage_ends, store, tasks, tenancy, watches
     from gateway.api import jsonio
+    from gateway.console import init_app as init_console
 
     app = Flask(__name__)
     # Reading app.logger installs Flask's handler (with a time) on the "gateway" logger,
@@ -38,5 +39,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     tenancy.init_app(app)
     signing.init_app(app)
     api.init_app(app)
+    init_console(app)
     cli.init_app(app)
     return app

@@ -52,3 +52,9 @@ def stage_ended_channel() -> str:
     wake the requests waiting for it (``stage_ends``). A channel, not a key: the Lua
     scripts name it literally, and tests/test_wait.py checks that they agree."""
     return f"{PREFIX}:stage-ended"
+
+
+def console_secret() -> str:
+    """The random key that signs the console's session cookies when
+    ``GATEWAY_CONSOLE_SECRET`` is unset: made once (``SET NX``) and read by every process."""
+    return f"{PREFIX}:console:secret"
