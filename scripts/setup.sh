@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install the pinned requirements into it; for the tests
-# (requirements-dev.txt), also nginx when missing, with apt-get when run as root.
+# (requirements-dev.txt), also nginx, chromium and chromium-driver when missing, with
+# apt-get when run as root.
 # Usage: scripts/setup.sh [requirements file]   (default: requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,19 @@ if [ "$(basename "$requirements")" = requirements-dev.txt ] && ! command -v ngin
   log="$(mktemp)"
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; } \
     >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
+fi
+# The console's browser tests drive Debian's headless chromium through chromedriver
+# (gateway/testing/browser.py); as for nginx, install both when missing and root.
+if [ "$(basename "$requirements")" = requirements-dev.txt ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+  && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  log="$(mktemp)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    chromium chromium-driver; } >"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"
     exit 1

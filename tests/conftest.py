@@ -19,6 +19,9 @@ from gateway.testing.stack import PROJECT_ROOT, GatewayStack
 from gateway.testing.waiting import wait_until
 from gateway.worker import build_worker
 
+# The ``browser`` fixture (headless chromium), in a module of its own.
+pytest_plugins = ["tests.browser_fixtures"]
+
 __all__ = ["ROOT", "SECRET", "IN_PROCESS_DB", "STACK_DB", "Receiver", "Stack", "base_config", "wait_until"]
 
 ROOT = PROJECT_ROOT
