@@ -42,7 +42,7 @@ bp = Blueprint(
 )
 
 #: Endpoints open without signing in.
-PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
+PUBLIC_ENDPOINTS = frozenset({"console.login", "console.login_submit", "console.static"})
 _TASK_ID = re.compile(TASK_ID_PATTERN.removesuffix("$") + r"\Z")
 #: What a finished action says on the page it returns to (``?done=``).
 DONE_MESSAGES = {
