@@ -136,7 +136,9 @@ class TaskPage:
 
     @property
     def live(self) -> bool:
-        return any(stage.live for stage in self.stages)
+        """Whether the page changes by itself: a stage is pending or running, or a
+        delivery is queued (an operator who pressed resend watches its try arrive)."""
+        return any(stage.live or any(d.status == "queued" for d in stage.deliveries) for stage in self.stages)
 
     @property
     def any_failed(self) -> bool:

@@ -96,14 +96,19 @@ def task_url(endpoint: str, task_id: str, tenant: str | None, **values) -> str:
     return url_for(endpoint, task_id=task_id, **values)
 
 
+NOT_FOUND = "No such page, or no such task for your token."
+
+
 @bp.errorhandler(GatewayError)
 def _gateway_error(error: GatewayError):
-    return _page("console/error.html", error.status_code, message=error.message)
+    # One answer for a task that does not exist and one of another tenant's.
+    message = NOT_FOUND if isinstance(error, TaskNotFound) else error.message
+    return _page("console/error.html", error.status_code, message=message)
 
 
 @bp.errorhandler(404)
 def _not_found(error):
-    return _page("console/error.html", 404, message="No such page, or no such task for your token.")
+    return _page("console/error.html", 404, message=NOT_FOUND)
 
 
 @bp.errorhandler(RedisError)
