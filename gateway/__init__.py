@@ -19,7 +19,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The application factory: config, Redis clients, store, queues, task registry, API, CLI."""
     from flask import Flask
 
-    from gateway import api, cli, config, connections, queues, signing, stage_ends, store, tasks, tenancy, watches
+    from gateway import (
+        api,
+        cli,
+        config,
+        connections,
+        queues,
+        recent,
+        signing,
+        stage_ends,
+        store,
+        tasks,
+        tenancy,
+        watches,
+    )
     from gateway.api import jsonio
     from gateway.console import init_app as init_console
 
@@ -35,6 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     store.init_app(app)
     queues.init_app(app)
     stage_ends.init_app(app)
+    recent.init_app(app)
     tasks.load_modules(app.config["TASK_MODULES"], demo_tasks=app.config["DEMO_TASKS"])
     tenancy.init_app(app)
     signing.init_app(app)

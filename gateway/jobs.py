@@ -17,6 +17,7 @@ from flask import current_app
 from gateway import callbacks, documents, jsontext, leases, signing, tasks
 from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled
 from gateway.queues import get_queues
+from gateway.recent import get_recent
 from gateway.runcontrol import RunControl
 from gateway.store import get_store
 from gateway.tenancy import public, tenant_of
@@ -76,6 +77,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
 
         watches = get_watches()
         watches.run_started(task_id, task_name)
+        get_recent().record_run_started(task_id)
         handler = tasks.get_handler(task_name)
         control = RunControl(functools.partial(store.report_progress, task_id, task_name, token), leases.keeper)
         # The caller's own id: the store id's tenant prefix is the gateway's business.
@@ -113,6 +115,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             )
             get_queues().enqueue_deliveries(task_id, task_name, due, result)
         watches.run_finished(task_id, task_name, deliveries_queued=bool(due))
+        get_recent().record_run_ended(task_id, task_name, error)
         return status.value
 
 
@@ -162,4 +165,8 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             get_watches().forget_delivery(task_id, task_name, delivery_id)
         else:
             get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)
+        get_recent().record_delivery_try(
+            task_id, task_name, delivery_id, url=entry["url"], delivered=outcome.delivered, error=outcome.error,
+            attempt=try_number, final=status != documents.DeliveryStatus.QUEUED,
+        )  # fmt: skip
         return status.value

@@ -58,3 +58,23 @@ def console_secret() -> str:
     """The random key that signs the console's session cookies when
     ``GATEWAY_CONSOLE_SECRET`` is unset: made once (``SET NX``) and read by every process."""
     return f"{PREFIX}:console:secret"
+
+
+# The console's recent events (``recent``) live in the default queue Redis, one server
+# even when the store is a cluster: global keys that no task script could keep.
+
+
+def recent_failed_stages(tenant: str | None = None) -> str:
+    """The newest failed stages (JSON entries, newest first, bounded); every tenant's, or
+    one tenant's (tenant names hold no ':')."""
+    return f"{PREFIX}:recent:failed-stages" + (f":{tenant}" if tenant else "")
+
+
+def recent_failed_deliveries(tenant: str | None = None) -> str:
+    """The newest failed delivery tries, as ``recent_failed_stages``."""
+    return f"{PREFIX}:recent:failed-deliveries" + (f":{tenant}" if tenant else "")
+
+
+def activity_minute(minute: int) -> str:
+    """A hash of the run and delivery counters of one minute (epoch seconds // 60)."""
+    return f"{PREFIX}:activity:{minute}"

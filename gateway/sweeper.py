@@ -20,6 +20,7 @@ from flask import current_app
 
 from gateway import documents
 from gateway.queues import get_queues
+from gateway.recent import get_recent
 from gateway.replies import Outcome
 from gateway.store import get_store
 from gateway.watches import get_watches
@@ -89,6 +90,7 @@ def _check_run(task_id: str, task_name: str, report: SweepReport) -> None:
         result = documents.stage_view(task_name, state, reaped.input_json, None)
         queues.enqueue_deliveries(task_id, task_name, list(reaped.delivery_ids), result)
         watches.forget_run(task_id, task_name)
+        get_recent().record_run_ended(task_id, task_name, reaped.error or "lost")
         report.runs_failed += 1
         report.actions.append(f"failed {task_id}/{task_name}")
 

@@ -345,6 +345,31 @@ def test_the_overview_shows_queues_and_workers_and_finds_a_task(client, task_id)
     assert client.get("/console/find?task_id=../x").status_code == 404
 
 
+def test_the_overview_charts_the_last_hour_and_links_each_recent_failure_to_its_task(tenant_app, receiver):
+    from gateway.worker import build_worker
+
+    receiver.plan("/hook", [500, 500, 500, 500])
+    client = tenant_app.test_client()
+    create(client, TOKEN_A, "fails-a", "demo.fail", {"message": "alpha broke"}, callback=receiver.url("/hook"))
+    create(client, TOKEN_B, "fails-b", "demo.fail", {"message": "beta broke"})
+    with tenant_app.app_context():
+        build_worker().work(burst=True, logging_level="WARNING")
+    receiver.wait_for(4)
+
+    sign_in(client, TOKEN_A)
+    html = client.get("/console").get_data(as_text=True)
+    assert html.count('<figure class="chart">') == 5
+    assert 'href="/console/tasks/fails-a"' in html and "alpha broke" in html
+    assert "fails-b" not in html and "beta broke" not in html  # another tenant's failures
+    failed_deliveries = html.split('id="failed-deliveries"')[1].split("</table>")[0]
+    assert failed_deliveries.count('href="/console/tasks/fails-a"') == 4  # each failed try, newest first
+
+    operator = tenant_app.test_client()
+    sign_in(operator, OPERATOR)
+    html = operator.get("/console").get_data(as_text=True)
+    assert 'href="/console/tasks/fails-b?tenant=beta"' in html and 'href="/console/tasks/fails-a?tenant=alpha"' in html
+
+
 def test_operator_tokens_are_checked_like_api_tokens(make_app):
     from gateway.exceptions import ConfigError
 

@@ -22,6 +22,7 @@ from gateway import tasks
 from gateway.console.charts import Chart, bar_chart
 from gateway.jobguard import SERIALIZER, GatewayJob
 from gateway.queues import CALLBACK_QUEUE, get_queues
+from gateway.recent import get_recent
 from gateway.tenancy import public, tenant_of
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ class Overview:
     charts: list[Chart] = field(default_factory=list)
     failed_stages: list[dict[str, Any]] = field(default_factory=list)
     failed_deliveries: list[dict[str, Any]] = field(default_factory=list)
-    #: Why the activity and the failure lists are missing, when they are.
-    recent_missing: str | None = None
 
 
 def queue_depths() -> list[QueueDepth]:
@@ -142,17 +141,10 @@ def workers(viewer: Viewer) -> list[WorkerRow]:
     return sorted(rows, key=lambda row: row.name)
 
 
-def _recent(app_extensions: dict):
-    return app_extensions.get("gateway.recent")
-
-
-def build(viewer: Viewer, extensions: dict) -> Overview:
+def build(viewer: Viewer) -> Overview:
     overview = Overview(queues=queue_depths(), workers=workers(viewer))
-    recent = _recent(extensions)
-    if recent is None:
-        overview.recent_missing = "this gateway keeps no activity counts or failure lists (gateway.recent)"
-        return overview
-    tenant = viewer.tenant if not viewer.operator else None
+    recent = get_recent()
+    tenant = None if viewer.operator else viewer.tenant  # None: every tenant's
     activity = recent.activity(tenant)
     overview.charts = [bar_chart(title, activity.get(key) or []) for key, title in ACTIVITY_SERIES]
     overview.failed_stages = recent.failed_stages(tenant, limit=RECENT_LIMIT)

@@ -153,7 +153,7 @@ def logout():
 
 @bp.get("")
 def index():
-    data = overview.build(g.console_viewer, current_app.extensions)
+    data = overview.build(g.console_viewer)
     return _page("console/overview.html", overview=data, done=DONE_MESSAGES.get(request.args.get("done", "")))
 
 
