@@ -258,6 +258,8 @@ def test_the_task_page_shows_each_stage_its_attempts_reuses_and_callback_tries(c
     assert "s3cret" not in html  # a query value of a callback URL may be a secret
     reuses = html.split('class="reuses"')[1].split("</table>")[0]
     assert "<td>completed</td>" in reuses and "<td>True</td>" in reuses
+    echo_row = html.split('data-stage="demo.echo"')[1].split("</g>")[0]
+    assert echo_row.count('class="mark reuse"') == 1  # the reuse, on the stage's row of the timeline
     assert 'data-live="0"' in html
 
 

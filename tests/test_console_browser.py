@@ -116,8 +116,13 @@ def test_the_task_page_shows_the_timeline_and_tries_and_resend_adds_a_try(
     create(stack, TOKEN_A, task_id, "demo.echo", {"order": 42, "items": ["tea", "milk"]},
            callback=failing_receiver.url("/orders"))  # fmt: skip
     create(stack, TOKEN_A, task_id, "demo.fail", {"message": "the printer is on fire"})
+    wait_for(browser, stage_ended(stack, TOKEN_A, task_id, "demo.echo"), "demo.echo did not end")
+    # A reuse of the completed stage that asks for a callback too: its record keeps the verdict.
+    reused = create(stack, TOKEN_A, task_id, "demo.echo", {"order": 42, "items": ["tea", "milk"]},
+                    callback=failing_receiver.url("/orders"))  # fmt: skip
+    assert reused["reuse_info"]["state"] == "completed"
     # 1 try + 3 retries a second apart (tests/conftest.py STACK_ENV), all answered 500.
-    wait_for(browser, stage_ended(stack, TOKEN_A, task_id, "demo.echo", tries=4), "the delivery did not fail 4 times")
+    wait_for(browser, stage_ended(stack, TOKEN_A, task_id, "demo.echo", tries=4), "the deliveries did not fail 4 times")
     wait_for(browser, stage_ended(stack, TOKEN_A, task_id, "demo.fail"), "demo.fail did not end")
 
     sign_in(browser, stack, TOKEN_A)
@@ -130,7 +135,11 @@ def test_the_task_page_shows_the_timeline_and_tries_and_resend_adds_a_try(
         assert row.find_elements(By.CSS_SELECTOR, "rect.mark.ended")
     assert "the printer is on fire" in browser.find_element(By.ID, "stage-demo.fail").text
 
-    (delivery,) = browser.find_elements(By.CSS_SELECTOR, "#stage-demo\\.echo .delivery")
+    reuses = browser.find_element(By.CSS_SELECTOR, "#stage-demo\\.echo table.reuses").text
+    assert "completed" in reuses and "True" in reuses  # verdict and input_matches
+    first, second = browser.find_elements(By.CSS_SELECTOR, "#stage-demo\\.echo .delivery")
+    assert "asked by a reuse" in second.text
+    delivery = first
     delivery_id = delivery.get_attribute("id").removeprefix("delivery-")
     tries = tries_of(browser, delivery_id)
     assert len(tries) == 4

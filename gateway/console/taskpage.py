@@ -217,6 +217,11 @@ def _deliveries(state: dict[str, Any]) -> tuple[list[Delivery], list[Reuse]]:
     return deliveries, reuses
 
 
+def _reuse_times(state: dict[str, Any]) -> list[float]:
+    entries = documents.callback_entries(state)
+    return [entry["created_ms"] for entry in entries if entry.get("reuse") and entry.get("created_ms")]
+
+
 def build(task_id: str, tenant: str | None, fields: dict[str, str], now_ms: float) -> TaskPage:
     """The page of the task whose stored fields are ``fields`` (``task_id`` public)."""
     meta = json.loads(fields["meta"])
@@ -250,7 +255,9 @@ def build(task_id: str, tenant: str | None, fields: dict[str, str], now_ms: floa
             )
         )
     latest = states.get(meta.get("last_task_name", ""))
-    drawn = timeline.build([(s.name, states[s.name].get("created_ms"), s.attempts) for s in stages], now_ms)
+    drawn = timeline.build(
+        [(s.name, states[s.name].get("created_ms"), s.attempts, _reuse_times(states[s.name])) for s in stages], now_ms
+    )
     return TaskPage(
         task_id=task_id,
         tenant=tenant,

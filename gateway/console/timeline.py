@@ -42,7 +42,7 @@ class Bar:
 @dataclass(frozen=True)
 class Mark:
     x: float
-    kind: str  # created | ended
+    kind: str  # created | ended | reuse
     status: str
     title: str
 
@@ -86,11 +86,12 @@ def seconds_text(ms: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def build(stages: list[tuple[str, float | None, list[Attempt]]], now_ms: float) -> Timeline:
-    """The timeline of ``stages``: (name, created_ms, attempts oldest first) each. A live
-    attempt reaches ``now_ms``."""
-    moments = [created for _, created, _ in stages if created is not None]
-    for _, _, attempts in stages:
+def build(stages: list[tuple[str, float | None, list[Attempt], list[float]]], now_ms: float) -> Timeline:
+    """The timeline of ``stages``: (name, created_ms, attempts oldest first, the times of
+    the recorded requests that reused it) each. A live attempt reaches ``now_ms``."""
+    moments = [created for _, created, _, _ in stages if created is not None]
+    for _, _, attempts, reuses in stages:
+        moments += reuses
         for attempt in attempts:
             moments += [t for t in (attempt.queued_ms, attempt.started_ms, attempt.ended_ms) if t is not None]
     start = min(moments) if moments else now_ms
@@ -101,7 +102,7 @@ def build(stages: list[tuple[str, float | None, list[Attempt]]], now_ms: float) 
         return LABEL_WIDTH + (ms - start) / span * PLOT_WIDTH
 
     rows = []
-    for index, (name, created_ms, attempts) in enumerate(stages):
+    for index, (name, created_ms, attempts, reuses) in enumerate(stages):
         row = Row(label=name, y=AXIS_HEIGHT + index * ROW_HEIGHT)
         if created_ms is not None:
             row.marks.append(
@@ -118,6 +119,9 @@ def build(stages: list[tuple[str, float | None, list[Attempt]]], now_ms: float) 
             if attempt.ended_ms is not None:
                 title = f"attempt {attempt.number}: {attempt.status} at +{seconds_text(attempt.ended_ms - start)}"
                 row.marks.append(Mark(x(attempt.ended_ms), "ended", attempt.status, title))
+        for reused_ms in reuses:
+            title = f"reused by a request at +{seconds_text(reused_ms - start)}"
+            row.marks.append(Mark(x(reused_ms), "reuse", "", title))
         rows.append(row)
     ticks = [Tick(LABEL_WIDTH + PLOT_WIDTH * f, "+" + seconds_text(span * f)) for f in (0, 0.25, 0.5, 0.75, 1)]
     height = AXIS_HEIGHT + max(len(stages), 1) * ROW_HEIGHT + 4
@@ -132,4 +136,4 @@ def _bar(x, attempt: Attempt, kind: str, since_ms: float, until_ms: float) -> Ba
 
 
 def _any_live(stages) -> bool:
-    return any(a.ended_ms is None for _, _, attempts in stages for a in attempts)
+    return any(a.ended_ms is None for _, _, attempts, _ in stages for a in attempts)
