@@ -381,3 +381,23 @@ def test_operator_tokens_are_checked_like_api_tokens(make_app):
         make_app(CONSOLE_SECRET="short")
     app = make_app(CONSOLE_TOKENS=f"{OPERATOR}, {OPERATOR[::-1]}")
     assert app.config["CONSOLE_TOKENS"] == [OPERATOR, OPERATOR[::-1]]
+
+
+def test_a_run_replaced_while_live_shows_as_lost_beside_the_new_attempt(make_app, task_id):
+    app = make_app(QUEUE_LEASE_SECONDS=0.2)
+    client = app.test_client()
+    create(client, None, task_id)  # queued, and no worker takes it
+    wait_until(lambda: create(client, None, task_id).json["reuse_info"]["state"] == "stale", 5)
+    html = client.get(f"/console/tasks/{task_id}").get_data(as_text=True)
+    attempts = html.split('class="attempts"')[1].split("</table>")[0]
+    assert '<td class="status-LOST">LOST</td>' in attempts and '<td class="status-PENDING">PENDING</td>' in attempts
+    assert "(1 lost in a row)" in html
+
+
+def test_a_long_input_is_cut_with_a_way_to_see_all_of_it(client, task_id):
+    create(client, None, task_id, input_data={"text": "x" * 5000})
+    html = client.get(f"/console/tasks/{task_id}").get_data(as_text=True)
+    block = html.split('<details class="json-more" id="input-demo.echo">')[1].split("</details>")[0]
+    assert "show all" in block
+    preview, full = block.split("</summary>")
+    assert preview.count("x") < 2000 and full.count("x") >= 5000
