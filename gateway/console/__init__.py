@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 
 def init_app(app: Flask) -> None:
     """Needs ``tenancy.init_app`` (the API's tokens) and ``store.init_app`` first."""
+    from gateway.api.operations import undocumented
     from gateway.console import session, views
 
     app.extensions["gateway.console.sessions"] = session.Sessions(app)
     app.register_blueprint(views.bp)
+    # Pages, not API operations: /openapi.json leaves them out.
+    for endpoint, view in app.view_functions.items():
+        if endpoint.startswith(f"{views.bp.name}."):
+            undocumented(view)

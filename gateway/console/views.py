@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 from flask import (
     Blueprint,
@@ -19,6 +20,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_from_directory,
     url_for,
 )
 from markupsafe import Markup
@@ -33,14 +35,10 @@ from gateway.store import get_store
 from gateway.tenancy import TENANT_NAME
 from gateway.watches import get_watches
 
-bp = Blueprint(
-    "console",
-    __name__,
-    url_prefix="/console",
-    template_folder="templates",
-    static_folder="static",
-    static_url_path="/static",
-)
+bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
+STATIC_FOLDER = Path(__file__).resolve().parent / "static"
+#: How long a browser may keep the stylesheet and the script without asking again.
+STATIC_MAX_AGE_SECONDS = 300
 
 #: Endpoints open without signing in.
 PUBLIC_ENDPOINTS = frozenset({"console.login", "console.login_submit", "console.static"})
@@ -130,6 +128,15 @@ def _redis_down(error: RedisError):
 
 def _page(template: str, status: int = 200, **context):
     return render_template(template, viewer=g.get("console_viewer"), **context), status
+
+
+# -- files ----------------------------------------------------------------------------
+
+
+@bp.get("/static/<path:filename>")
+def static(filename: str):
+    """The stylesheet and the script (the app's, not a CDN's); open without a session."""
+    return send_from_directory(STATIC_FOLDER, filename, max_age=STATIC_MAX_AGE_SECONDS)
 
 
 # -- signing in and out ----------------------------------------------------------------
