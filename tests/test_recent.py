@@ -11,7 +11,8 @@ import redis
 import requests
 
 from gateway import keys
-from gateway.recent import KEPT, get_recent, redacted_url
+from gateway.connections import get_connections
+from gateway.recent import KEPT, Recent, get_recent, redacted_url
 from gateway.store import get_store
 from gateway.sweeper import sweep_once
 from tests.conftest import Stack, wait_until
@@ -19,6 +20,9 @@ from tests.test_sweeper import LOST_FAST, start_and_die
 from tests.test_tenancy import TOKEN_A, TOKEN_B, create
 
 RECENT_DB = 14  # apart from the other stacks' databases: their workers must not take our jobs
+# The in-process tests' queue Redis: counts that another test's app still holds are written
+# up to a second after it ended (``recent.FLUSH_SECONDS``), to its own queue database.
+QUEUE_DB = 15
 TOKENS = {TOKEN_A: "alpha", TOKEN_B: "beta"}
 
 
@@ -26,9 +30,29 @@ def total(activity: dict, counter: str) -> int:
     return sum(activity[counter])
 
 
+def counts(activity: dict) -> dict[str, int]:
+    """Each counter's total over the hour."""
+    return {name: total(activity, name) for name in activity if name != "minutes"}
+
+
 @pytest.fixture
-def tenant_app(make_app):
-    return make_app(API_TOKENS=TOKENS)
+def own_queue(redis_server):
+    """Config for an app whose queue Redis (jobs, recent events) is a database of its own."""
+    redis.Redis(port=redis_server.port, db=QUEUE_DB).flushdb()
+    return {"QUEUE_REDIS_URL": redis_server.url_for(QUEUE_DB)}
+
+
+@pytest.fixture
+def tenant_app(make_app, own_queue):
+    return make_app(API_TOKENS=TOKENS, **own_queue)
+
+
+def recorded(app):
+    """The app's Recent, its counts written."""
+    with app.app_context():
+        recent = get_recent()
+    recent.flush()
+    return recent
 
 
 def test_failed_stages_are_listed_newest_first_per_tenant(tenant_app, work):
@@ -38,20 +62,22 @@ def test_failed_stages_are_listed_newest_first_per_tenant(tenant_app, work):
     create(client, TOKEN_B, "b-1", "demo.fail", {"message": "second"})
     create(client, TOKEN_A, "a-ok", "demo.echo")
     work(tenant_app)
-    with tenant_app.app_context():
-        recent = get_recent()
-        every = recent.failed_stages(None)
-        alpha = recent.failed_stages("alpha")
-        beta = recent.failed_stages("beta")
+    recent = recorded(tenant_app)
+    every = recent.failed_stages(None)
+    alpha = recent.failed_stages("alpha")
+    beta = recent.failed_stages("beta")
     assert [(e["task_id"], e["tenant"]) for e in every] == [("b-1", "beta"), ("a-1", "alpha")]
     assert every[1]["task_name"] == "demo.fail"
     assert every[1]["error"] == "RuntimeError: first"
     assert every[1]["ended_at"].endswith("Z")
     assert [e["task_id"] for e in alpha] == ["a-1"]
     assert [e["task_id"] for e in beta] == ["b-1"]
+    assert recent.failed_stages("gamma") == []
+    assert len(recent.failed_stages(None, limit=1)) == 1
+    # All in the queue Redis, none in the store's (which may be a cluster: no global keys there).
     with tenant_app.app_context():
-        assert get_recent().failed_stages("gamma") == []
-        assert len(get_recent().failed_stages(None, limit=1)) == 1
+        store_keys = set(get_connections().store.scan_iter("gw:*"))
+    assert store_keys and not {key for key in store_keys if key.startswith(("gw:recent", "gw:activity"))}
 
 
 def test_each_failed_delivery_try_is_listed_with_a_redacted_url(tenant_app, work, receiver):
@@ -62,11 +88,11 @@ def test_each_failed_delivery_try_is_listed_with_a_redacted_url(tenant_app, work
     work(tenant_app)
     receiver.wait_for(4)
     work(tenant_app)  # nothing left: the retries ran in the burst
-    with tenant_app.app_context():
-        beta = get_recent().failed_deliveries("beta")
-        alpha = get_recent().failed_deliveries("alpha")
-        every = get_recent().failed_deliveries(None)
-        activity = get_recent().activity("beta")
+    recent = recorded(tenant_app)
+    beta = recent.failed_deliveries("beta")
+    alpha = recent.failed_deliveries("alpha")
+    every = recent.failed_deliveries(None)
+    activity = recent.activity("beta")
     assert alpha == []
     assert every == beta
     assert [e["attempt"] for e in beta] == [4, 3, 2, 1]  # newest first
@@ -97,11 +123,10 @@ def test_activity_counts_what_ran(tenant_app, work, receiver):
     create(client, TOKEN_B, "bad", "demo.fail", callback=receiver.url("/beta"))
     work(tenant_app)
     receiver.wait_for(3)
-    with tenant_app.app_context():
-        every, alpha, beta = (get_recent().activity(tenant) for tenant in (None, "alpha", "beta"))
-    counts = {name: total(every, name) for name in every if name != "minutes"}
-    assert counts == {"runs_started": 5, "runs_completed": 4, "runs_failed": 1, "deliveries_sent": 2,
-                      "deliveries_failed": 1}  # fmt: skip
+    recent = recorded(tenant_app)
+    every, alpha, beta = (recent.activity(tenant) for tenant in (None, "alpha", "beta"))
+    assert counts(every) == {"runs_started": 5, "runs_completed": 4, "runs_failed": 1, "deliveries_sent": 2,
+                             "deliveries_failed": 1}  # fmt: skip
     assert (total(alpha, "runs_started"), total(alpha, "runs_completed"), total(alpha, "runs_failed")) == (4, 4, 0)
     assert (total(beta, "runs_started"), total(beta, "runs_failed")) == (1, 1)
     assert (total(alpha, "deliveries_sent"), total(beta, "deliveries_sent"), total(beta, "deliveries_failed")) == (
@@ -109,37 +134,54 @@ def test_activity_counts_what_ran(tenant_app, work, receiver):
     )  # fmt: skip
     # 60 minutes, oldest first, each a minute's start; the current minute is the last.
     minutes = every["minutes"]
-    assert len(minutes) == 60 and all(len(every[name]) == 60 for name in counts)
+    assert len(minutes) == 60 and all(len(every[name]) == 60 for name in counts(every))
     assert all(later - earlier == 60 for earlier, later in zip(minutes, minutes[1:], strict=False))
     assert minutes[-1] <= time.time() < minutes[-1] + 60
 
 
-def test_activity_of_minutes_out_of_the_window_is_not_counted(app):
-    with app.app_context():
-        recent = get_recent()
-        recent.record_run_started("t-1")
-        now = time.time()
-        assert total(recent.activity(now=now), "runs_started") == 1
-        assert total(recent.activity(now=now + 3600), "runs_started") == 0
-        assert 0 < recent.connection.ttl(keys.activity_minute(int(now // 60))) <= 2 * 3600
+def test_activity_of_minutes_out_of_the_window_is_not_counted(tenant_app):
+    recent = recorded(tenant_app)
+    now = time.time()
+    recent.record_run_started("t-1")
+    recent.flush()
+    assert total(recent.activity(now=now), "runs_started") == 1
+    assert total(recent.activity(now=now + 3600), "runs_started") == 0
+    assert 0 < recent.connection.ttl(keys.activity_minute(int(now // 60))) <= 2 * 3600
+
+
+def test_counts_are_written_within_a_second_without_a_flush(tenant_app):
+    """A worker's counts wait in the process (one round trip a second, not one per run);
+    the lease keeper's thread writes them. Another process reads them."""
+    recent = recorded(tenant_app)
+    for _ in range(3):
+        recent.record_run_started("alpha/t-1")
+    reader = Recent(recent.connection)
+    wait_until(lambda: total(reader.activity("alpha"), "runs_started") == 3, 5, what="the counts written")
+
+
+def test_activity_includes_the_counts_of_its_own_process(tenant_app, work):
+    create(tenant_app.test_client(), TOKEN_A, "a-1", "demo.echo")
+    work(tenant_app)
+    with tenant_app.app_context():
+        assert counts(get_recent().activity("alpha"))["runs_completed"] == 1
 
 
 def test_recent_lists_stay_bounded(tenant_app):
-    with tenant_app.app_context():
-        recent = get_recent()
-        for number in range(KEPT + 25):
-            recent.record_run_ended(f"alpha/t-{number}", "demo.fail", f"failure {number}")
-        connection = recent.connection
-        assert connection.llen(keys.recent_failed_stages()) == KEPT
-        assert connection.llen(keys.recent_failed_stages("alpha")) == KEPT
-        newest = recent.failed_stages("alpha", limit=KEPT + 100)
+    recent = recorded(tenant_app)
+    for number in range(KEPT + 25):
+        recent.record_run_ended(f"alpha/t-{number}", "demo.fail", f"failure {number}")
+    recent.flush()
+    connection = recent.connection
+    assert connection.llen(keys.recent_failed_stages()) == KEPT
+    assert connection.llen(keys.recent_failed_stages("alpha")) == KEPT
+    newest = recent.failed_stages("alpha", limit=KEPT + 100)
     assert len(newest) == KEPT
     assert newest[0]["task_id"] == f"t-{KEPT + 24}"
     assert newest[-1]["task_id"] == "t-25"
 
 
-def test_a_run_the_sweeper_fails_is_listed(make_app, work, task_id, run_log):
-    app = make_app(**{**LOST_FAST, "MAX_ATTEMPTS": 1})
+def test_a_run_the_sweeper_fails_is_listed(make_app, own_queue, work, task_id, run_log):
+    app = make_app(**{**LOST_FAST, "MAX_ATTEMPTS": 1}, **own_queue)
     client = app.test_client()
     body = {"task_name": "testing.count", "task_id": task_id, "input_data": {"log": run_log.path}}
     assert client.post("/v1/tasks", json=body).status_code == 202
@@ -147,8 +189,9 @@ def test_a_run_the_sweeper_fails_is_listed(make_app, work, task_id, run_log):
     time.sleep(0.3)
     with app.app_context():
         assert sweep_once().runs_failed == 1
-        [entry] = get_recent().failed_stages(None)
-        activity = get_recent().activity()
+    recent = recorded(app)
+    [entry] = recent.failed_stages(None)
+    activity = recent.activity()
     assert (entry["task_id"], entry["tenant"]) == (task_id, None)
     assert entry["error"].startswith("run lost")
     assert total(activity, "runs_failed") == 1
@@ -158,7 +201,6 @@ def test_recording_never_fails_a_run(make_app, work, task_id):
     """The queue Redis of the recent events is down (here: a port nobody listens on, the
     rest on the real Redis): the run still ends SUCCESS."""
     from gateway.embedded import free_port
-    from gateway.recent import Recent
 
     app = make_app()
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5)
@@ -168,6 +210,7 @@ def test_recording_never_fails_a_run(make_app, work, task_id):
     work(app)
     with app.app_context():
         assert get_store().read_stage(task_id, "demo.echo")["status"] == "SUCCESS"
+    app.extensions["gateway.recent"].flush()  # now, not from the keeper's thread during a later test
 
 
 # --- real gunicorn and worker processes ----------------------------------------------
@@ -189,8 +232,6 @@ def post(stack, token, body):
 
 def read_recent(stack):
     """A Recent on the stack's queue Redis, as the console's web process reads it."""
-    from gateway.recent import Recent
-
     return Recent(stack.redis())
 
 
@@ -207,6 +248,9 @@ def test_worker_processes_record_failures_per_tenant(tenant_stack, receiver):
     assert recent.failed_stages("beta") == []
     assert recent.failed_deliveries("beta") == []
     assert {e["url"] for e in recent.failed_deliveries(None)} == {receiver.url()}
+    # The counts, which the worker processes write within a second (and nothing pending after).
+    expected = {"runs_started": 1, "runs_completed": 0, "runs_failed": 1, "deliveries_sent": 0, "deliveries_failed": 2}
+    wait_until(lambda: counts(recent.activity("alpha")) == expected, 10, what="the workers' counts")
 
 
 def test_a_reuse_hit_writes_no_recent_event(tenant_stack):
@@ -214,7 +258,8 @@ def test_a_reuse_hit_writes_no_recent_event(tenant_stack):
     stage, answered by gunicorn), none touches the recent lists or activity counters."""
     body = {"task_name": "demo.echo", "task_id": "reused", "input_data": {"n": 1}}
     assert post(tenant_stack, TOKEN_B, body).status_code == 202
-    wait_until(lambda: total(read_recent(tenant_stack).activity("beta"), "runs_completed") >= 1, 10)
+    # Its counts written (a second at most), no worker has any left to write.
+    wait_until(lambda: total(read_recent(tenant_stack).activity("beta"), "runs_completed") == 1, 10)
     end = f"end-of-hit-{time.monotonic_ns()}"
     seen: list[str] = []
     client = tenant_stack.redis()
