@@ -35,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         watches,
     )
     from gateway.api import jsonio
+    from gateway.console import init_app as init_console
 
     app = Flask(__name__)
     # Reading app.logger installs Flask's handler (with a time) on the "gateway" logger,
@@ -54,5 +55,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     tenancy.init_app(app)
     signing.init_app(app)
     api.init_app(app)
+    init_console(app)
     cli.init_app(app)
     return app

@@ -16,7 +16,18 @@ from typing import Any
 from marshmallow import ValidationError
 
 from gateway import urlpolicy
-from gateway.config_fields import Boolean, List, NodeUrls, Number, Secrets, TenantSecrets, Text, Tokens, modules
+from gateway.config_fields import (
+    Boolean,
+    List,
+    NodeUrls,
+    Number,
+    Secrets,
+    TenantSecrets,
+    Text,
+    TokenList,
+    Tokens,
+    modules,
+)
 from gateway.exceptions import ConfigError
 
 PREFIX = "GATEWAY_"
@@ -100,6 +111,11 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     # (unset: 6390, or a free port when that is busy) and data folder (unset: var/redis).
     "EMBEDDED_REDIS_PORT": (None, _whole(1, allow_none=True)),
     "EMBEDDED_REDIS_DIR": (None, Text(allow_none=True)),
+    # Operator tokens of the console (/console): they see every tenant's tasks.
+    "CONSOLE_TOKENS": ([], TokenList()),
+    # The key that signs the console's session cookies, shared by every web process;
+    # unset: a random key kept in Redis (gateway.console.session).
+    "CONSOLE_SECRET": (None, Text(pattern=r"^.{32,}$", what="at least 32 characters", secret=True, allow_none=True)),
 }
 
 #: Every setting's default (the settings table without its fields).

@@ -239,3 +239,27 @@ class Tokens(Setting):
             if len(token) < MIN_TOKEN_LENGTH:
                 raise ValidationError(f"has a token shorter than {MIN_TOKEN_LENGTH} characters (tenant {tenant!r})")
         return value
+
+
+class TokenList(Setting):
+    """A JSON list of tokens, comma-separated tokens, or ``@/path/to/tokens.json`` naming
+    a JSON list: each of ``MIN_TOKEN_LENGTH`` characters at least, without surrounding
+    whitespace."""
+
+    def __init__(self, **kwargs):
+        super().__init__(secret=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and value.startswith("@"):
+            value = _read_file(value[1:])
+        value = _json_or_text(value)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(token, str) for token in value):
+            raise ValidationError("must be a JSON list of tokens, comma-separated tokens, or @/path/to/such.json")
+        for token in value:
+            if token != token.strip():
+                raise ValidationError("has a token with surrounding whitespace")
+            if len(token) < MIN_TOKEN_LENGTH:
+                raise ValidationError(f"has a token shorter than {MIN_TOKEN_LENGTH} characters")
+        return list(value)

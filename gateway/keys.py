@@ -55,6 +55,12 @@ def stage_ended_channel() -> str:
     return f"{PREFIX}:stage-ended"
 
 
+def console_secret() -> str:
+    """The random key that signs the console's session cookies when
+    ``GATEWAY_CONSOLE_SECRET`` is unset: made once (``SET NX``) and read by every process."""
+    return f"{PREFIX}:console:secret"
+
+
 # The console's recent events (``recent``) live in the default queue Redis, one server
 # even when the store is a cluster: global keys that no task script could keep.
 

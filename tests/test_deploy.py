@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -320,6 +321,19 @@ def test_gateway_answers_pass_through_nginx(deployment):
     status, headers, raw = _exchange(deployment.port, _request("PUT", b"/v1/tasks"))
     _assert_json_error(status, headers, raw, 405, "method_not_allowed")
     assert "POST" in headers["allow"]
+
+
+def test_a_console_form_reaches_the_app_through_nginx_with_its_session_cookie(deployment):
+    """The console's CSRF token is checked against its session cookie: nginx must pass
+    the cookie on, or every form would be refused as expired (400)."""
+    browser = requests.Session()
+    page = browser.get(deployment.base + "/console/tasks/no-such-task/delete", timeout=10)
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    response = browser.post(page.url, data={"csrf_token": token}, allow_redirects=False, timeout=10)
+    assert response.status_code == 404  # the form was accepted, and the task is unknown
+    assert "No such page, or no such task" in response.text
 
 
 def test_nginx_answers_502_in_the_api_error_shape_when_gunicorn_is_down():

@@ -26,7 +26,7 @@ def routed(app) -> set[tuple[str, str]]:
     return {
         (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
-        if rule.endpoint not in NOT_API
+        if rule.endpoint not in NOT_API and not rule.endpoint.startswith("console.")  # pages, not the API
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
 
