@@ -10,13 +10,15 @@ import functools
 import json
 import logging
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from flask import current_app
+from rq import get_current_job
 
-from gateway import callbacks, documents, jsontext, leases, signing, tasks
+from gateway import callbacks, documents, jsontext, leases, logs, signing, tasks
 from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled
-from gateway.queues import get_queues
+from gateway.queues import get_queues, request_id_of
 from gateway.runcontrol import RunControl
 from gateway.store import get_store
 from gateway.tenancy import public, tenant_of
@@ -24,7 +26,7 @@ from gateway.watches import get_watches
 from gateway.worker import job_app_context
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from gateway.store import Store
 
@@ -65,101 +67,179 @@ def safe_text(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@contextmanager
+def _queued_request_id() -> Iterator[None]:
+    """While a job runs, the request id it was queued with is the current one: its log
+    lines carry it, and so do the jobs it queues (deliveries, their next tries)."""
+    job = get_current_job()
+    token = logs.REQUEST_ID.set(request_id_of(job) if job is not None else None)
+    try:
+        yield
+    finally:
+        logs.REQUEST_ID.reset(token)
+
+
+def _task_fields(task_id: str, task_name: str) -> dict[str, object]:
+    """The fields that name a run's or delivery's task in a log line (the caller's id)."""
+    return {"task_id": public(task_id), "tenant": tenant_of(task_id), "task_name": task_name}
+
+
 def run_stage(task_id: str, task_name: str, token: str) -> str:
     """Run one claimed stage: RUNNING, handler with its lease renewed, SUCCESS or FAILED, callbacks."""
-    with job_app_context():
-        store = get_store()
-        try:
-            run = store.start(task_id, task_name, token)
-        except (ClaimLost, DocumentGone) as error:
-            return f"skipped: {type(error).__name__} {error}"
+    with job_app_context(), _queued_request_id():
+        return _run_stage(task_id, task_name, token)
 
-        watches = get_watches()
-        watches.run_started(task_id, task_name)
-        handler = tasks.get_handler(task_name)
-        control = RunControl(functools.partial(store.report_progress, task_id, task_name, token), leases.keeper)
-        # The caller's own id: the store id's tenant prefix is the gateway's business.
-        context = tasks.TaskContext(
-            task_id=public(task_id),
-            task_name=task_name,
-            attempt=run.attempt,
-            tenant=tenant_of(task_id),
-            _control=control,
+
+def _run_stage(task_id: str, task_name: str, token: str) -> str:
+    fields = _task_fields(task_id, task_name)
+    store = get_store()
+    try:
+        run = store.start(task_id, task_name, token)
+    except (ClaimLost, DocumentGone) as error:
+        log.info("run skipped: %s", type(error).__name__, extra=fields)
+        return f"skipped: {type(error).__name__} {error}"
+    fields["attempt"] = run.attempt
+    log.info("run started", extra=fields)
+
+    watches = get_watches()
+    watches.run_started(task_id, task_name)
+    handler = tasks.get_handler(task_name)
+    control = RunControl(functools.partial(store.report_progress, task_id, task_name, token), leases.keeper)
+    # The caller's own id: the store id's tenant prefix is the gateway's business.
+    context = tasks.TaskContext(
+        task_id=public(task_id),
+        task_name=task_name,
+        attempt=run.attempt,
+        tenant=tenant_of(task_id),
+        _control=control,
+    )
+    output_json, error = None, None
+    started = time.perf_counter()
+    with leases.keeper.hold(_renewal(store, task_id, task_name, token, control), store.run_lease_ms / 3000):
+        try:
+            if handler is None:
+                raise LookupError(f"task {task_name!r} is not registered in this worker")
+            output = handler(json.loads(run.input_json), context)
+            output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
+        # The handler's failure is the stage's result. RunCancelled (its run's claim is
+        # gone) goes the same way: the finish below is refused and nothing is written.
+        except (Exception, RunCancelled) as exc:
+            error = safe_text(f"{type(exc).__name__}: {exc}")
+    duration = round(time.perf_counter() - started, 6)
+    control.close()  # the last progress reported is written before the run ends
+
+    fields["duration_ms"] = round(duration * 1000, 3)
+    try:
+        due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
+    except (ClaimLost, DocumentGone) as lost:
+        # Cancelled, or taken over by the sweeper: what this run made is not kept.
+        log.info("run discarded: %s", type(lost).__name__, extra=fields)
+        return f"discarded: {type(lost).__name__}"
+    status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
+    fields["status"] = status.value
+    if error:
+        # The handler's own message (a task should keep user data out of its exceptions).
+        log.warning("run failed", extra={**fields, "error": error})
+    else:
+        log.info("run ended", extra=fields)
+    if due:
+        result = documents.stage_view(
+            task_name, {"status": status.value, "error": error, "duration": duration}, run.input_json, output_json
         )
-        output_json, error = None, None
-        started = time.perf_counter()
-        with leases.keeper.hold(_renewal(store, task_id, task_name, token, control), store.run_lease_ms / 3000):
-            try:
-                if handler is None:
-                    raise LookupError(f"task {task_name!r} is not registered in this worker")
-                output = handler(json.loads(run.input_json), context)
-                output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
-            # The handler's failure is the stage's result. RunCancelled (its run's claim is
-            # gone) goes the same way: the finish below is refused and nothing is written.
-            except (Exception, RunCancelled) as exc:
-                error = safe_text(f"{type(exc).__name__}: {exc}")
-                log.info("stage %s/%s failed: %s", task_id, task_name, error)
-        duration = round(time.perf_counter() - started, 6)
-        control.close()  # the last progress reported is written before the run ends
-
-        try:
-            due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
-        except (ClaimLost, DocumentGone) as lost:
-            return f"discarded: {type(lost).__name__}"
-        status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
-        if due:
-            result = documents.stage_view(
-                task_name, {"status": status.value, "error": error, "duration": duration}, run.input_json, output_json
-            )
-            get_queues().enqueue_deliveries(task_id, task_name, due, result)
-        watches.run_finished(task_id, task_name, deliveries_queued=bool(due))
-        return status.value
+        get_queues().enqueue_deliveries(task_id, task_name, due, result)
+    watches.run_finished(task_id, task_name, deliveries_queued=bool(due))
+    return status.value
 
 
 def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:
     """Make one try of one delivery, record it, and schedule the next try if needed."""
-    with job_app_context():
-        config = current_app.config
-        store = get_store()
-        entry = store.delivery_record(task_id, task_name, delivery_id)
-        if entry is None:
-            return "gone"
-        if entry["status"] != documents.DeliveryStatus.QUEUED or entry.get("attempts", 0) >= try_number:
-            return "already done"  # a duplicate job for a try that was made
+    with job_app_context(), _queued_request_id():
+        return _deliver(task_id, task_name, delivery_id, result_json, try_number)
 
-        try:
-            body = callbacks.dumps(callbacks.payload(task_id, task_name, entry, json.loads(result_json)))
-            outcome = callbacks.post(
-                entry["url"],
-                body,
-                callbacks.headers(delivery_id, body, signing.secrets_for(task_id)),
-                timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
-                policy=config["CALLBACK_POLICY"],
-            )
-        except Exception as error:
-            # Whatever breaks a try is a failed try, recorded and retried on the schedule.
-            # Left to RQ, it would leave no trace in the record, and a failed job holding
-            # the result that the sweeper sends again and again.
-            log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
-            outcome = callbacks.TryOutcome(False, error=f"internal error: {type(error).__name__}: {error}")
-        status, delay = callbacks.next_try(
-            outcome,
-            # A delivery sent again (resend) starts its retry schedule again.
-            try_number - entry.get("resent_after", 0),
-            intervals=config["CALLBACK_RETRY_INTERVALS"],
-            max_retry_after=float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"]),
+
+#: A try's outcome in its log line, by the status it leaves its delivery in.
+_TRY_OUTCOME = {
+    documents.DeliveryStatus.SENT: "sent",
+    documents.DeliveryStatus.QUEUED: "retry",
+    documents.DeliveryStatus.FAILED: "failed",
+}
+
+
+def _deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int) -> str:
+    fields = {**_task_fields(task_id, task_name), "delivery_id": delivery_id, "try": try_number}
+    config = current_app.config
+    store = get_store()
+    entry = store.delivery_record(task_id, task_name, delivery_id)
+    if entry is None:
+        log.info("delivery gone: its task or record was deleted", extra={**fields, "outcome": "gone"})
+        return "gone"
+    if entry["status"] != documents.DeliveryStatus.QUEUED or entry.get("attempts", 0) >= try_number:
+        return "already done"  # a duplicate job for a try that was made
+
+    started = time.perf_counter()
+    try:
+        body = callbacks.dumps(callbacks.payload(task_id, task_name, entry, json.loads(result_json)))
+        outcome = callbacks.post(
+            entry["url"],
+            body,
+            callbacks.headers(delivery_id, body, signing.secrets_for(task_id)),
+            timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
+            policy=config["CALLBACK_POLICY"],
         )
-        store.record_delivery(
-            task_id,
-            task_name,
-            delivery_id,
-            status=status,
-            attempts=try_number,
-            status_code=outcome.status_code,
-            error=safe_text(outcome.error) if outcome.error else None,
-        )
-        if status != documents.DeliveryStatus.QUEUED:
-            get_watches().forget_delivery(task_id, task_name, delivery_id)
-        else:
-            get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)
-        return status.value
+    except Exception as error:
+        # Whatever breaks a try is a failed try, recorded and retried on the schedule.
+        # Left to RQ, it would leave no trace in the record, and a failed job holding
+        # the result that the sweeper sends again and again.
+        log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
+        outcome = callbacks.TryOutcome(False, error=f"internal error: {type(error).__name__}: {error}")
+    status, delay = callbacks.next_try(
+        outcome,
+        # A delivery sent again (resend) starts its retry schedule again.
+        try_number - entry.get("resent_after", 0),
+        intervals=config["CALLBACK_RETRY_INTERVALS"],
+        max_retry_after=float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"]),
+    )
+    _log_try(fields, entry["url"], outcome, status, delay, time.perf_counter() - started)
+    store.record_delivery(
+        task_id,
+        task_name,
+        delivery_id,
+        status=status,
+        attempts=try_number,
+        status_code=outcome.status_code,
+        error=safe_text(outcome.error) if outcome.error else None,
+    )
+    if status != documents.DeliveryStatus.QUEUED:
+        get_watches().forget_delivery(task_id, task_name, delivery_id)
+    else:
+        get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)
+    return status.value
+
+
+def _log_try(
+    fields: dict,
+    url: str,
+    outcome: callbacks.TryOutcome,
+    status: documents.DeliveryStatus,
+    delay: float,
+    seconds: float,
+) -> None:
+    """One line per delivery try: INFO when sent, WARNING when it failed (retried or given
+    up). The callback as ``scheme://host:port/path``; its userinfo and query string, which
+    may hold the receiver's secrets, appear neither there nor in the error."""
+    kind = "gone" if status == documents.DeliveryStatus.FAILED and outcome.status_code == 410 else _TRY_OUTCOME[status]
+    line = {
+        **fields,
+        "outcome": kind,
+        "status_code": outcome.status_code,
+        "callback": logs.callback_target(url),
+        "duration_ms": round(seconds * 1000, 3),
+    }
+    if outcome.delivered:
+        log.info("delivery sent", extra=line)
+        return
+    line["error"] = logs.redact(outcome.error, url)
+    if status == documents.DeliveryStatus.QUEUED:
+        log.warning("delivery try failed, will retry", extra={**line, "retry_in_s": delay})
+    else:
+        log.warning("delivery failed, given up", extra=line)

@@ -19,7 +19,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
-from gateway import jsontext, tasks
+from gateway import jsontext, logs, tasks
 from gateway.connections import get_connections
 from gateway.jobguard import SERIALIZER, GatewayJob
 from gateway.watches import get_watches
@@ -73,6 +73,7 @@ class Queues:
                 token,
                 job_id=f"{job_id}-{_now_ms()}" if again else job_id,
                 job_timeout=self.job_timeout,
+                **_log_options(f"run {task_id} {task_name}"),
                 # The document holds the outcome; RQ's copy would only cost memory.
                 result_ttl=0,
                 failure_ttl=86400,
@@ -139,6 +140,7 @@ class Queues:
             due=due,
             result_ttl=0,  # the job carries a copy of the result: drop it once done
             failure_ttl=DELIVERY_FAILURE_TTL,
+            log_options=_log_options(f"deliver {task_id} {task_name} {delivery_id} try {try_number}"),
         )
 
     def delivery_job(self, delivery_id: str, try_number: int) -> GatewayJob | None:
@@ -166,6 +168,7 @@ class Queues:
         due: datetime | None = None,
         result_ttl: int = 600,
         failure_ttl: int = 86400,
+        log_options: dict[str, Any] | None = None,
     ) -> None:
         options = {
             "job_id": job_id,
@@ -173,6 +176,7 @@ class Queues:
             "unique": True,
             "result_ttl": result_ttl,
             "failure_ttl": failure_ttl,
+            **(log_options or {}),
         }
         try:
             if due is None:
@@ -182,6 +186,25 @@ class Queues:
         except DuplicateJobError:
             # The same run or try is already queued: exactly what we wanted.
             pass
+
+
+def _log_options(description: str) -> dict[str, Any]:
+    """What a job says in logs: a short ``description`` of ids (RQ's default is the call
+    with its arguments, a delivery's result among them: user data in RQ's log lines, in
+    ``rq info`` and in dashboards), and in its ``meta`` the id of the request (or job, or
+    sweep) that queued it, which ``jobs`` logs with the run or delivery try."""
+    options: dict[str, Any] = {"description": description}
+    request_id = logs.request_id()
+    if request_id is not None:
+        options["meta"] = {"request_id": request_id}
+    return options
+
+
+def request_id_of(job: Job) -> str | None:
+    """The request id a job was queued with (None for a job queued without one)."""
+    meta = job.meta if isinstance(job.meta, dict) else {}
+    value = meta.get("request_id")
+    return value if isinstance(value, str) else None
 
 
 def make_queue(name: str, connection: Redis) -> Queue:
