@@ -178,6 +178,9 @@ def configure(log_format: str, level: str) -> GatewayHandler:
     # Flask's own handler (added when app.logger is first read) would write each line twice.
     gateway_logger.removeHandler(default_handler)
     gateway_logger.setLevel(level.upper())
+    # urllib3 (under requests, which posts the callbacks) logs each request line, query
+    # string included, at DEBUG: never, whatever the root logger's level.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     return handler
 
 
