@@ -85,7 +85,8 @@ def test_reuse_hit_status_and_errors_are_logged_with_their_task(client, work, ta
 def test_an_unfit_request_id_is_replaced_by_a_generated_one(client, given, capsys):
     response = client.get("/v1/tasks/health", headers={"X-Request-ID": given})
     generated = response.headers["X-Request-ID"]
-    assert generated != given and len(generated) == 16 and int(generated, 16) >= 0
+    prefix, _, number = generated.partition("-")
+    assert generated != given and len(prefix) == 12 and int(prefix, 16) >= 0 and int(number, 16) > 0
     [line] = request_lines(capsys.readouterr().err)
     assert line["request_id"] == generated
 

@@ -2,7 +2,7 @@
 
 The id is the caller's ``X-Request-ID`` when it is sane (1 to 128 characters of
 ``A-Z a-z 0-9`` and ``! # $ % & ' * + - . ^ _ ` | ~ / = : @``: an HTTP token, a UUID, base64),
-else 16 random hex digits; it is echoed in the answer's ``X-Request-ID`` and carried by
+else one made here (``_Ids``); it is echoed in the answer's ``X-Request-ID`` and carried by
 the runs and deliveries the request queues (``logs.REQUEST_ID``, read by ``queues``).
 
 The line is written at the end of the request, without a ``LogRecord``: on the reuse hit
@@ -13,6 +13,7 @@ docs/OPERATIONS.md "Logs"). ``GATEWAY_LOG_LEVEL=WARNING`` turns it off.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -65,9 +66,28 @@ def note_verdict(verdict: str) -> None:
         current.verdict = verdict
 
 
+class _Ids:
+    """Request ids made here: a random prefix per process (made again in each forked
+    gunicorn worker) and a counter, ``3f9a1c2b7d4e-1a``: unique without a system call."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(6).hex() + "-"
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_ids = _Ids()
+
+
 def _start() -> None:
     given = request.environ.get("HTTP_X_REQUEST_ID")
-    request_id = given if given is not None and _sane_request_id(given) else os.urandom(8).hex()
+    request_id = given if given is not None and _sane_request_id(given) else _ids.next()
     _CURRENT.set(_Request(request_id, time.perf_counter()))
     logs.REQUEST_ID.set(request_id)
 
