@@ -39,7 +39,7 @@ errorlog = "-"
 # gunicorn's own lines go through the gateway's log handler: JSON like the app's
 # (GATEWAY_LOG_FORMAT=text: readable), one line each, on standard error.
 logconfig_dict = gunicorn_logconfig("text" if os.environ.get("GATEWAY_LOG_FORMAT", "").strip() == "text" else "json")
-# Above nginx's (docs/deploy/nginx.conf: 4094-byte request and header lines, six headers
+# Above nginx's (docs/deploy/nginx.conf: 4094-byte request and header lines, eight headers
 # passed on), so that behind it gunicorn's own HTML 414/431/400 are never reached.
 limit_request_line = 8190
 limit_request_field_size = 8190
