@@ -87,74 +87,64 @@ def _task_fields(task_id: str, task_name: str) -> dict[str, object]:
 def run_stage(task_id: str, task_name: str, token: str) -> str:
     """Run one claimed stage: RUNNING, handler with its lease renewed, SUCCESS or FAILED, callbacks."""
     with job_app_context(), _queued_request_id():
-        return _run_stage(task_id, task_name, token)
-
-
-def _run_stage(task_id: str, task_name: str, token: str) -> str:
-    fields = _task_fields(task_id, task_name)
-    store = get_store()
-    try:
-        run = store.start(task_id, task_name, token)
-    except (ClaimLost, DocumentGone) as error:
-        log.info("run skipped: %s", type(error).__name__, extra=fields)
-        return f"skipped: {type(error).__name__} {error}"
-    fields["attempt"] = run.attempt
-    log.info("run started", extra=fields)
-
-    watches = get_watches()
-    watches.run_started(task_id, task_name)
-    handler = tasks.get_handler(task_name)
-    control = RunControl(functools.partial(store.report_progress, task_id, task_name, token), leases.keeper)
-    # The caller's own id: the store id's tenant prefix is the gateway's business.
-    context = tasks.TaskContext(
-        task_id=public(task_id),
-        task_name=task_name,
-        attempt=run.attempt,
-        tenant=tenant_of(task_id),
-        _control=control,
-    )
-    output_json, error = None, None
-    started = time.perf_counter()
-    with leases.keeper.hold(_renewal(store, task_id, task_name, token, control), store.run_lease_ms / 3000):
+        fields = _task_fields(task_id, task_name)
+        store = get_store()
         try:
-            if handler is None:
-                raise LookupError(f"task {task_name!r} is not registered in this worker")
-            output = handler(json.loads(run.input_json), context)
-            output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
-        # The handler's failure is the stage's result. RunCancelled (its run's claim is
-        # gone) goes the same way: the finish below is refused and nothing is written.
-        except (Exception, RunCancelled) as exc:
-            error = safe_text(f"{type(exc).__name__}: {exc}")
-    duration = round(time.perf_counter() - started, 6)
-    control.close()  # the last progress reported is written before the run ends
+            run = store.start(task_id, task_name, token)
+        except (ClaimLost, DocumentGone) as error:
+            log.info("run skipped: %s", type(error).__name__, extra=fields)
+            return f"skipped: {type(error).__name__} {error}"
+        fields["attempt"] = run.attempt
+        log.info("run started", extra=fields)
 
-    fields["duration_ms"] = round(duration * 1000, 3)
-    try:
-        due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
-    except (ClaimLost, DocumentGone) as lost:
-        # Cancelled, or taken over by the sweeper: what this run made is not kept.
-        log.info("run discarded: %s", type(lost).__name__, extra=fields)
-        return f"discarded: {type(lost).__name__}"
-    status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
-    fields["status"] = status.value
-    if error:
-        # The handler's own message (a task should keep user data out of its exceptions).
-        log.warning("run failed", extra={**fields, "error": error})
-    else:
-        log.info("run ended", extra=fields)
-    if due:
-        result = documents.stage_view(
-            task_name, {"status": status.value, "error": error, "duration": duration}, run.input_json, output_json
+        watches = get_watches()
+        watches.run_started(task_id, task_name)
+        handler = tasks.get_handler(task_name)
+        control = RunControl(functools.partial(store.report_progress, task_id, task_name, token), leases.keeper)
+        # The caller's own id: the store id's tenant prefix is the gateway's business.
+        context = tasks.TaskContext(
+            task_id=public(task_id),
+            task_name=task_name,
+            attempt=run.attempt,
+            tenant=tenant_of(task_id),
+            _control=control,
         )
-        get_queues().enqueue_deliveries(task_id, task_name, due, result)
-    watches.run_finished(task_id, task_name, deliveries_queued=bool(due))
-    return status.value
+        output_json, error = None, None
+        started = time.perf_counter()
+        with leases.keeper.hold(_renewal(store, task_id, task_name, token, control), store.run_lease_ms / 3000):
+            try:
+                if handler is None:
+                    raise LookupError(f"task {task_name!r} is not registered in this worker")
+                output = handler(json.loads(run.input_json), context)
+                output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
+            # The handler's failure is the stage's result. RunCancelled (its run's claim is
+            # gone) goes the same way: the finish below is refused and nothing is written.
+            except (Exception, RunCancelled) as exc:
+                error = safe_text(f"{type(exc).__name__}: {exc}")
+        duration = round(time.perf_counter() - started, 6)
+        control.close()  # the last progress reported is written before the run ends
 
-
-def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:
-    """Make one try of one delivery, record it, and schedule the next try if needed."""
-    with job_app_context(), _queued_request_id():
-        return _deliver(task_id, task_name, delivery_id, result_json, try_number)
+        fields["duration_ms"] = round(duration * 1000, 3)
+        try:
+            due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
+        except (ClaimLost, DocumentGone) as lost:
+            # Cancelled, or taken over by the sweeper: what this run made is not kept.
+            log.info("run discarded: %s", type(lost).__name__, extra=fields)
+            return f"discarded: {type(lost).__name__}"
+        status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
+        fields["status"] = status.value
+        if error:
+            # The handler's own message (a task should keep user data out of its exceptions).
+            log.warning("run failed", extra={**fields, "error": error})
+        else:
+            log.info("run ended", extra=fields)
+        if due:
+            result = documents.stage_view(
+                task_name, {"status": status.value, "error": error, "duration": duration}, run.input_json, output_json
+            )
+            get_queues().enqueue_deliveries(task_id, task_name, due, result)
+        watches.run_finished(task_id, task_name, deliveries_queued=bool(due))
+        return status.value
 
 
 #: A try's outcome in its log line, by the status it leaves its delivery in.
@@ -165,55 +155,57 @@ _TRY_OUTCOME = {
 }
 
 
-def _deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int) -> str:
-    fields = {**_task_fields(task_id, task_name), "delivery_id": delivery_id, "try": try_number}
-    config = current_app.config
-    store = get_store()
-    entry = store.delivery_record(task_id, task_name, delivery_id)
-    if entry is None:
-        log.info("delivery gone: its task or record was deleted", extra={**fields, "outcome": "gone"})
-        return "gone"
-    if entry["status"] != documents.DeliveryStatus.QUEUED or entry.get("attempts", 0) >= try_number:
-        return "already done"  # a duplicate job for a try that was made
+def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:
+    """Make one try of one delivery, record it, and schedule the next try if needed."""
+    with job_app_context(), _queued_request_id():
+        fields = {**_task_fields(task_id, task_name), "delivery_id": delivery_id, "try": try_number}
+        config = current_app.config
+        store = get_store()
+        entry = store.delivery_record(task_id, task_name, delivery_id)
+        if entry is None:
+            log.info("delivery gone: its task or record was deleted", extra={**fields, "outcome": "gone"})
+            return "gone"
+        if entry["status"] != documents.DeliveryStatus.QUEUED or entry.get("attempts", 0) >= try_number:
+            return "already done"  # a duplicate job for a try that was made
 
-    started = time.perf_counter()
-    try:
-        body = callbacks.dumps(callbacks.payload(task_id, task_name, entry, json.loads(result_json)))
-        outcome = callbacks.post(
-            entry["url"],
-            body,
-            callbacks.headers(delivery_id, body, signing.secrets_for(task_id)),
-            timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
-            policy=config["CALLBACK_POLICY"],
+        started = time.perf_counter()
+        try:
+            body = callbacks.dumps(callbacks.payload(task_id, task_name, entry, json.loads(result_json)))
+            outcome = callbacks.post(
+                entry["url"],
+                body,
+                callbacks.headers(delivery_id, body, signing.secrets_for(task_id)),
+                timeout=float(config["CALLBACK_TIMEOUT_SECONDS"]),
+                policy=config["CALLBACK_POLICY"],
+            )
+        except Exception as error:
+            # Whatever breaks a try is a failed try, recorded and retried on the schedule.
+            # Left to RQ, it would leave no trace in the record, and a failed job holding
+            # the result that the sweeper sends again and again.
+            log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
+            outcome = callbacks.TryOutcome(False, error=f"internal error: {type(error).__name__}: {error}")
+        status, delay = callbacks.next_try(
+            outcome,
+            # A delivery sent again (resend) starts its retry schedule again.
+            try_number - entry.get("resent_after", 0),
+            intervals=config["CALLBACK_RETRY_INTERVALS"],
+            max_retry_after=float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"]),
         )
-    except Exception as error:
-        # Whatever breaks a try is a failed try, recorded and retried on the schedule.
-        # Left to RQ, it would leave no trace in the record, and a failed job holding
-        # the result that the sweeper sends again and again.
-        log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
-        outcome = callbacks.TryOutcome(False, error=f"internal error: {type(error).__name__}: {error}")
-    status, delay = callbacks.next_try(
-        outcome,
-        # A delivery sent again (resend) starts its retry schedule again.
-        try_number - entry.get("resent_after", 0),
-        intervals=config["CALLBACK_RETRY_INTERVALS"],
-        max_retry_after=float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"]),
-    )
-    _log_try(fields, entry["url"], outcome, status, delay, time.perf_counter() - started)
-    store.record_delivery(
-        task_id,
-        task_name,
-        delivery_id,
-        status=status,
-        attempts=try_number,
-        status_code=outcome.status_code,
-        error=safe_text(outcome.error) if outcome.error else None,
-    )
-    if status != documents.DeliveryStatus.QUEUED:
-        get_watches().forget_delivery(task_id, task_name, delivery_id)
-    else:
-        get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)
-    return status.value
+        _log_try(fields, entry["url"], outcome, status, delay, time.perf_counter() - started)
+        store.record_delivery(
+            task_id,
+            task_name,
+            delivery_id,
+            status=status,
+            attempts=try_number,
+            status_code=outcome.status_code,
+            error=safe_text(outcome.error) if outcome.error else None,
+        )
+        if status != documents.DeliveryStatus.QUEUED:
+            get_watches().forget_delivery(task_id, task_name, delivery_id)
+        else:
+            get_queues().enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number + 1, delay=delay)
+        return status.value
 
 
 def _log_try(
