@@ -11,6 +11,7 @@ import logging
 import pytest
 
 from gateway import tasks
+from gateway.exceptions import ConfigError
 from gateway.queues import get_queues
 from gateway.worker import build_worker
 from tests.conftest import SECRET
@@ -179,3 +180,12 @@ def test_nothing_secret_or_user_given_is_logged(make_app, task_id, receiver, cap
     create_line, status_line, health_line = request_lines(captured.err)
     assert (create_line["tenant"], status_line["tenant"]) == ("acme", "acme")
     assert (health_line["tenant"], health_line["status"]) == (None, 200)  # open: the token is not even read
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "loud"), ("TRUSTED_PROXIES", -1), ("TRUSTED_PROXIES", "one")],
+)
+def test_bad_log_and_proxy_settings_are_refused_by_name(make_app, setting, value):
+    with pytest.raises(ConfigError, match=f"GATEWAY_{setting}"):
+        make_app(**{setting: value})
