@@ -28,9 +28,6 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from flask import Flask
 
-FORMATS = ("json", "text")
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
 #: The request id of what this thread is doing now: a request, a job, a sweep; None
 #: outside them. Set by ``requestlog`` (per request), ``jobs`` (per job), ``sweeper``.
 REQUEST_ID: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
