@@ -4,6 +4,9 @@ overridden on the command line or with GUNICORN_CMD_ARGS."""
 import multiprocessing
 import os
 
+# gunicorn puts its folder (--chdir, the checkout) on sys.path before it reads this file.
+from gateway.logs import gunicorn_logconfig
+
 bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8788")
 # Requests are short and CPU-bound in Python: processes, not threads, use the cores
 # (bench/run.py: 4 processes x 2 threads served about twice what 2 x 4 did on 2 cores,
@@ -28,16 +31,24 @@ graceful_timeout = 30
 keepalive = 75
 # Create the app once in the master; workers fork with it loaded.
 preload_app = True
-# Off by default: nginx logs every request already, and formatting the line costs 10-20%
-# of a reuse hit (bench/run.py). GATEWAY_ACCESS_LOG=- logs to stdout.
+# Off by default: the app writes one line per request with more in it (request id,
+# verdict, task, tenant: gateway/api/requestlog.py), and gunicorn's line cost 10-20% of a
+# reuse hit (bench/run.py). GATEWAY_ACCESS_LOG=- turns it on (through the handler below).
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None
 errorlog = "-"
-# Above nginx's (docs/deploy/nginx.conf: 4094-byte request and header lines, six headers
+# gunicorn's own lines go through the gateway's log handler: JSON like the app's
+# (GATEWAY_LOG_FORMAT=text: readable), one line each, on standard error.
+logconfig_dict = gunicorn_logconfig("text" if os.environ.get("GATEWAY_LOG_FORMAT", "").strip() == "text" else "json")
+# Above nginx's (docs/deploy/nginx.conf: 4094-byte request and header lines, eight headers
 # passed on), so that behind it gunicorn's own HTML 414/431/400 are never reached.
 limit_request_line = 8190
 limit_request_field_size = 8190
 limit_request_fields = 100
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn's own trust of X-Forwarded-Proto (wsgi.url_scheme): none unless the app trusts
+# proxies too (GATEWAY_TRUSTED_PROXIES, werkzeug's ProxyFix in gateway/proxies.py), so a
+# client that reaches gunicorn directly can claim nothing.
+_trusts_proxies = os.environ.get("GATEWAY_TRUSTED_PROXIES", "").strip() not in ("", "0")
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1") if _trusts_proxies else ""
 # gunicorn 25+ opens a control socket for ``gunicornc`` at one path per user
 # ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl): a second gateway (or a test
 # beside a benchmark) on the machine would take it over from the first. Off unless

@@ -24,6 +24,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         cli,
         config,
         connections,
+        logs,
+        proxies,
         queue_redis,
         queues,
         recent,
@@ -34,15 +36,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         tenancy,
         watches,
     )
-    from gateway.api import jsonio
+    from gateway.api import jsonio, requestlog
     from gateway.console import init_app as init_console
 
     app = Flask(__name__)
-    # Reading app.logger installs Flask's handler (with a time) on the "gateway" logger,
-    # which every gateway.* module logs through: at once, so that it is there in every
-    # process before anything logs (a worker's retries to reach Redis, for one).
+    # Reading app.logger installs Flask's handler on the "gateway" logger, for what the
+    # config says while it loads; logs.init_app then puts the gateway's handler (JSON or
+    # text) in its place, before anything else logs (a worker's retries to reach Redis).
     _ = app.logger
     config.load(app, test_config)
+    logs.init_app(app)
     app.json = jsonio.GatewayJSONProvider(app)
     connections.init_app(app)
     queue_redis.init_app(app)
@@ -55,6 +58,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     tenancy.init_app(app)
     signing.init_app(app)
     api.init_app(app)
+    requestlog.init_app(app)
+    proxies.init_app(app)
     init_console(app)
     cli.init_app(app)
     return app

@@ -107,6 +107,14 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "CALLBACK_ALLOW_PRIVATE_NETWORKS": (False, Boolean()),
     # Hosts (exact, or "*.suffix") that may be or resolve to non-public addresses.
     "CALLBACK_ALLOWED_HOSTS": ([], List(Text(), what="host names (or host:port), comma-separated or a JSON list")),
+    # Logs on standard error: one JSON object per line, or "text" for a person (the
+    # quickstart); the level of the gateway's loggers (INFO logs each request, run and
+    # delivery try; WARNING only failures). docs/OPERATIONS.md, "Logs".
+    "LOG_FORMAT": ("json", Text(pattern=r"^(json|text)$", what="json or text")),
+    "LOG_LEVEL": ("INFO", Text(pattern=r"^(?i:debug|info|warning|error|critical)$", what="a log level name")),
+    # Proxies in front of gunicorn whose X-Forwarded-For/-Proto/-Host are believed (a hop
+    # count; 0 believes none). 1 behind the shipped nginx (gateway.proxies).
+    "TRUSTED_PROXIES": (0, _whole(0)),
     # Read by the quickstart (serve.py) only, not by the app: its embedded Redis's port
     # (unset: 6390, or a free port when that is busy) and data folder (unset: var/redis).
     "EMBEDDED_REDIS_PORT": (None, _whole(1, allow_none=True)),
@@ -131,7 +139,6 @@ OTHER_VARIABLES = frozenset(
         "GATEWAY_ACCESS_LOG",
         "GATEWAY_CONTROL_SOCKET",
         "GATEWAY_EMBEDDED_REDIS_PORT",
-        "GATEWAY_LOG_FORMAT",
     }
 )
 

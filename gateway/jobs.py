@@ -10,13 +10,15 @@ import functools
 import json
 import logging
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from flask import current_app
+from rq import get_current_job
 
-from gateway import callbacks, documents, jsontext, leases, signing, tasks
+from gateway import callbacks, documents, jsontext, leases, logs, signing, tasks
 from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled
-from gateway.queues import get_queues
+from gateway.queues import get_queues, request_id_of
 from gateway.recent import get_recent
 from gateway.runcontrol import RunControl
 from gateway.store import get_store
@@ -25,7 +27,7 @@ from gateway.watches import get_watches
 from gateway.worker import job_app_context
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from gateway.store import Store
 
@@ -66,14 +68,35 @@ def safe_text(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@contextmanager
+def _queued_request_id() -> Iterator[None]:
+    """While a job runs, the request id it was queued with is the current one: its log
+    lines carry it, and so do the jobs it queues (deliveries, their next tries)."""
+    job = get_current_job()
+    token = logs.REQUEST_ID.set(request_id_of(job) if job is not None else None)
+    try:
+        yield
+    finally:
+        logs.REQUEST_ID.reset(token)
+
+
+def _task_fields(task_id: str, task_name: str) -> dict[str, object]:
+    """The fields that name a run's or delivery's task in a log line (the caller's id)."""
+    return {"task_id": public(task_id), "tenant": tenant_of(task_id), "task_name": task_name}
+
+
 def run_stage(task_id: str, task_name: str, token: str) -> str:
     """Run one claimed stage: RUNNING, handler with its lease renewed, SUCCESS or FAILED, callbacks."""
-    with job_app_context():
+    with job_app_context(), _queued_request_id():
+        fields = _task_fields(task_id, task_name)
         store = get_store()
         try:
             run = store.start(task_id, task_name, token)
         except (ClaimLost, DocumentGone) as error:
+            log.info("run skipped: %s", type(error).__name__, extra=fields)
             return f"skipped: {type(error).__name__} {error}"
+        fields["attempt"] = run.attempt
+        log.info("run started", extra=fields)
 
         watches = get_watches()
         watches.run_started(task_id, task_name)
@@ -100,15 +123,23 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             # gone) goes the same way: the finish below is refused and nothing is written.
             except (Exception, RunCancelled) as exc:
                 error = safe_text(f"{type(exc).__name__}: {exc}")
-                log.info("stage %s/%s failed: %s", task_id, task_name, error)
         duration = round(time.perf_counter() - started, 6)
         control.close()  # the last progress reported is written before the run ends
 
+        fields["duration_ms"] = round(duration * 1000, 3)
         try:
             due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
         except (ClaimLost, DocumentGone) as lost:
+            # Cancelled, or taken over by the sweeper: what this run made is not kept.
+            log.info("run discarded: %s", type(lost).__name__, extra=fields)
             return f"discarded: {type(lost).__name__}"
         status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
+        fields["status"] = status.value
+        if error:
+            # The handler's own message (a task should keep user data out of its exceptions).
+            log.warning("run failed", extra={**fields, "error": error})
+        else:
+            log.info("run ended", extra=fields)
         if due:
             result = documents.stage_view(
                 task_name, {"status": status.value, "error": error, "duration": duration}, run.input_json, output_json
@@ -119,17 +150,28 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         return status.value
 
 
+#: A try's outcome in its log line, by the status it leaves its delivery in.
+_TRY_OUTCOME = {
+    documents.DeliveryStatus.SENT: "sent",
+    documents.DeliveryStatus.QUEUED: "retry",
+    documents.DeliveryStatus.FAILED: "failed",
+}
+
+
 def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:
     """Make one try of one delivery, record it, and schedule the next try if needed."""
-    with job_app_context():
+    with job_app_context(), _queued_request_id():
+        fields = {**_task_fields(task_id, task_name), "delivery_id": delivery_id, "try": try_number}
         config = current_app.config
         store = get_store()
         entry = store.delivery_record(task_id, task_name, delivery_id)
         if entry is None:
+            log.info("delivery gone: its task or record was deleted", extra={**fields, "outcome": "gone"})
             return "gone"
         if entry["status"] != documents.DeliveryStatus.QUEUED or entry.get("attempts", 0) >= try_number:
             return "already done"  # a duplicate job for a try that was made
 
+        started = time.perf_counter()
         try:
             body = callbacks.dumps(callbacks.payload(task_id, task_name, entry, json.loads(result_json)))
             outcome = callbacks.post(
@@ -152,6 +194,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             intervals=config["CALLBACK_RETRY_INTERVALS"],
             max_retry_after=float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"]),
         )
+        _log_try(fields, entry["url"], outcome, status, delay, time.perf_counter() - started)
         store.record_delivery(
             task_id,
             task_name,
@@ -170,3 +213,32 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             attempt=try_number, final=status != documents.DeliveryStatus.QUEUED,
         )  # fmt: skip
         return status.value
+
+
+def _log_try(
+    fields: dict,
+    url: str,
+    outcome: callbacks.TryOutcome,
+    status: documents.DeliveryStatus,
+    delay: float,
+    seconds: float,
+) -> None:
+    """One line per delivery try: INFO when sent, WARNING when it failed (retried or given
+    up). The callback as ``scheme://host:port/path``; its userinfo and query string, which
+    may hold the receiver's secrets, appear neither there nor in the error."""
+    kind = "gone" if status == documents.DeliveryStatus.FAILED and outcome.status_code == 410 else _TRY_OUTCOME[status]
+    line = {
+        **fields,
+        "outcome": kind,
+        "status_code": outcome.status_code,
+        "callback": logs.callback_target(url),
+        "duration_ms": round(seconds * 1000, 3),
+    }
+    if outcome.delivered:
+        log.info("delivery sent", extra=line)
+        return
+    line["error"] = logs.redact(outcome.error, url)
+    if status == documents.DeliveryStatus.QUEUED:
+        log.warning("delivery try failed, will retry", extra={**line, "retry_in_s": delay})
+    else:
+        log.warning("delivery failed, given up", extra=line)

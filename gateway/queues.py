@@ -25,7 +25,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
-from gateway import jsontext, tasks
+from gateway import jsontext, logs, tasks
 from gateway.jobguard import SERIALIZER, GatewayJob
 from gateway.queue_redis import get_queue_redis
 from gateway.watches import get_watches
@@ -96,6 +96,7 @@ class Queues:
                 token,
                 job_id=f"{job_id}-{_now_ms()}" if again else job_id,
                 job_timeout=self.job_timeout,
+                **_log_options(f"run {task_id} {task_name}"),
                 # The document holds the outcome; RQ's copy would only cost memory.
                 result_ttl=0,
                 failure_ttl=86400,
@@ -165,6 +166,7 @@ class Queues:
             due=due,
             result_ttl=0,  # the job carries a copy of the result: drop it once done
             failure_ttl=DELIVERY_FAILURE_TTL,
+            log_options=_log_options(f"deliver {task_id} {task_name} {delivery_id} try {try_number}"),
         )
 
     def delivery_job(self, task_name: str, delivery_id: str, try_number: int) -> GatewayJob | None:
@@ -194,6 +196,7 @@ class Queues:
         due: datetime | None = None,
         result_ttl: int = 600,
         failure_ttl: int = 86400,
+        log_options: dict[str, Any] | None = None,
     ) -> None:
         options = {
             "job_id": job_id,
@@ -201,6 +204,7 @@ class Queues:
             "unique": True,
             "result_ttl": result_ttl,
             "failure_ttl": failure_ttl,
+            **(log_options or {}),
         }
         try:
             if due is None:
@@ -210,6 +214,25 @@ class Queues:
         except DuplicateJobError:
             # The same run or try is already queued: exactly what we wanted.
             pass
+
+
+def _log_options(description: str) -> dict[str, Any]:
+    """What a job says in logs: a short ``description`` of ids (RQ's default is the call
+    with its arguments, a delivery's result among them: user data in RQ's log lines, in
+    ``rq info`` and in dashboards), and in its ``meta`` the id of the request (or job, or
+    sweep) that queued it, which ``jobs`` logs with the run or delivery try."""
+    options: dict[str, Any] = {"description": description}
+    request_id = logs.request_id()
+    if request_id is not None:
+        options["meta"] = {"request_id": request_id}
+    return options
+
+
+def request_id_of(job: Job) -> str | None:
+    """The request id a job was queued with (None for a job queued without one)."""
+    meta = job.meta if isinstance(job.meta, dict) else {}
+    value = meta.get("request_id")
+    return value if isinstance(value, str) else None
 
 
 def make_queue(name: str, connection: Redis) -> Queue:

@@ -392,7 +392,8 @@ class Quickstart:
     def run(self) -> int:
         env = self.env
         env.setdefault("GATEWAY_BIND", BIND)
-        env.setdefault("GATEWAY_ACCESS_LOG", "-")  # the quickstart shows each request
+        # Readable lines for a person at a terminal; each request is one of them.
+        env.setdefault("GATEWAY_LOG_FORMAT", "text")
         env.setdefault("GATEWAY_DEMO_TASKS", "true")  # demo.echo and demo.sleep, off in production
         address = bind_address(env["GATEWAY_BIND"])
         check_bind_free(env["GATEWAY_BIND"], address)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from flask import current_app
 
-from gateway import documents
+from gateway import documents, logs
 from gateway.queue_redis import get_queue_redis
-from gateway.queues import get_queues
+from gateway.queues import get_queues, request_id_of
 from gateway.recent import get_recent
 from gateway.replies import Outcome
 from gateway.store import get_store
@@ -48,6 +49,9 @@ class SweepReport:
     #: handed to the sweeper of the one that does.
     moved: int = 0
     actions: list[str] = field(default_factory=list)
+    #: The request id of this pass: the runs it queues again carry it (their request's
+    #: is not kept), its lines too. A lost delivery keeps its request's.
+    sweep_id: str = field(default_factory=lambda: f"sweep-{os.urandom(6).hex()}")
 
     def summary(self) -> str:
         return (
@@ -70,20 +74,24 @@ def sweep_once(server: QueueRedis | None = None) -> SweepReport:
 def _sweep_server(server: QueueRedis, report: SweepReport) -> None:
     now_ms = int(time.time() * 1000)
     watches, servers = get_watches(), get_queue_redis()
-    for task_id, task_name in watches.due_runs(server, now_ms, BATCH):
-        if servers.for_task(task_name) is not server:
-            watches.move_run(server, task_id, task_name)
-            report.moved += 1
-            continue
-        report.runs_checked += 1
-        _check_run(task_id, task_name, report)
-    for task_id, task_name, delivery_id in watches.due_deliveries(server, now_ms, BATCH):
-        if servers.for_task(task_name) is not server:
-            watches.move_delivery(server, task_id, task_name, delivery_id)
-            report.moved += 1
-            continue
-        report.deliveries_checked += 1
-        _check_delivery(task_id, task_name, delivery_id, report)
+    token = logs.REQUEST_ID.set(report.sweep_id)
+    try:
+        for task_id, task_name in watches.due_runs(server, now_ms, BATCH):
+            if servers.for_task(task_name) is not server:
+                watches.move_run(server, task_id, task_name)
+                report.moved += 1
+                continue
+            report.runs_checked += 1
+            _check_run(task_id, task_name, report)
+        for task_id, task_name, delivery_id in watches.due_deliveries(server, now_ms, BATCH):
+            if servers.for_task(task_name) is not server:
+                watches.move_delivery(server, task_id, task_name, delivery_id)
+                report.moved += 1
+                continue
+            report.deliveries_checked += 1
+            _check_delivery(task_id, task_name, delivery_id, report)
+    finally:
+        logs.REQUEST_ID.reset(token)
 
 
 def _check_run(task_id: str, task_name: str, report: SweepReport) -> None:
@@ -148,7 +156,12 @@ def _check_delivery(task_id: str, task_name: str, delivery_id: str, report: Swee
     # The try was lost (its worker died, or the enqueue never happened). The lost job
     # still carries the result the delivery was due with; without it, read it now.
     result_json = job.args[3] if job is not None else json.dumps(get_store().read_stage(task_id, task_name))
-    queues.enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number, again=True)
+    original = request_id_of(job) if job is not None else None
+    token = logs.REQUEST_ID.set(original or report.sweep_id)
+    try:
+        queues.enqueue_delivery(task_id, task_name, delivery_id, result_json, try_number, again=True)
+    finally:
+        logs.REQUEST_ID.reset(token)
     report.deliveries_requeued += 1
     report.actions.append(f"requeued delivery {delivery_id} try {try_number}")
 
@@ -170,7 +183,7 @@ class SweeperThread(threading.Thread):
                 with self._app.app_context():
                     report = sweep_once(self._server)
                 for action in report.actions:
-                    log.warning("sweeper: %s", action)
+                    log.warning("sweeper: %s", action, extra={"request_id": report.sweep_id})
             except Exception:  # Redis down: try again next interval
                 log.warning("sweep failed", exc_info=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -15,10 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import requests
+from standardwebhooks import Webhook
 
 from gateway.embedded import free_port
-from tests.conftest import ROOT, STACK_DB, base_config, wait_until
+from tests.conftest import ROOT, SECRET, STACK_DB, Receiver, Stack, base_config, wait_until
 
 _OWN_SOCKET_VARIABLES = ("XDG_RUNTIME_DIR", "GATEWAY_CONTROL_SOCKET")
 
@@ -30,9 +33,10 @@ def _gunicorn(redis_server, home, *, extra_env: dict[str, str] | None = None):
 
 
 def _gunicorn_and_port(
-    redis_server, home, *, extra_env: dict[str, str] | None = None, workers: int | None = 1
+    redis_server, home, *, extra_env: dict[str, str] | None = None, workers: int | None = 1, log: Path | None = None
 ) -> tuple[subprocess.Popen, int]:
-    """gunicorn with the shipped gunicorn.conf.py; ``workers=None`` keeps its default."""
+    """gunicorn with the shipped gunicorn.conf.py; ``workers=None`` keeps its default;
+    its output to ``log`` when given."""
     port = free_port()
     env = {
         **{
@@ -49,11 +53,12 @@ def _gunicorn_and_port(
     }
     if not workers:
         env.pop("GATEWAY_WEB_WORKERS", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
-         "wsgi:app"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    with open(log or os.devnull, "ab") as output:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+             "wsgi:app"],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
     def healthy():
         try:
@@ -482,3 +487,147 @@ def test_nginx_drops_a_client_whose_headers_take_10_s_or_whose_body_pauses_10_s(
     finally:
         trickling.close()
         pausing.close()
+
+
+# --- the client's address and request id, through nginx to the logs (issue 12 items 2, 4) --
+
+OBSERVED_DB = 14  # apart from the other stacks' databases: their workers must not take our jobs
+CLIENT_ADDRESS = "127.0.0.2"  # the test's side of each connection: not nginx's 127.0.0.1
+API_TOKEN = "deploy-token-4f9a0c2e7b1d"
+INPUT_MARKER = "INPUT-MARKER-d41d8c"
+QUERY_SECRET = "QUERY-SECRET-8e2f"
+
+
+def _from_client_address(port: int, method: str, path: str, body: dict | None = None, headers=None):
+    """One request from 127.0.0.2 to 127.0.0.1:``port``: (status, headers, parsed body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=40, source_address=(CLIENT_ADDRESS, 0))
+    try:
+        raw = json.dumps(body).encode() if body is not None else None
+        sent = {"Authorization": f"Bearer {API_TOKEN}", **(JSON_TYPE if raw else {}), **(headers or {})}
+        connection.request(method, path, body=raw, headers=sent)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(response.read() or b"null")
+    finally:
+        connection.close()
+
+
+def _log_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def observed(redis_server, tmp_path_factory):
+    """nginx (the shipped file) in front of gunicorn trusting one proxy, with a worker,
+    tokens and signed callbacks: every process's log kept."""
+    redis.Redis(port=redis_server.port, db=OBSERVED_DB).flushdb()
+    folder = tmp_path_factory.mktemp("observed")
+    env = {
+        "GATEWAY_TRUSTED_PROXIES": "1",
+        "GATEWAY_API_TOKENS": json.dumps({API_TOKEN: "acme"}),
+        "GATEWAY_TENANT_SIGNING_SECRETS": json.dumps({"acme": SECRET}),
+    }
+    stack = Stack(redis_server, folder, workers=1, db=OBSERVED_DB, env=env)
+    try:
+        nginx = Nginx(stack.port)
+    except BaseException:
+        stack.stop()
+        raise
+    receiver = Receiver()
+    yield stack, nginx, receiver
+    receiver.stop()
+    nginx.stop()
+    stack.stop()
+
+
+def test_create_hit_status_and_signed_callback_through_nginx_are_logged_with_the_clients_address(observed):
+    stack, nginx, receiver = observed
+    callback = receiver.url("/hook") + f"?sig={QUERY_SECRET}"
+    body = {"task_name": "demo.echo", "task_id": "observed-1", "input_data": {"text": INPUT_MARKER}}
+    status, headers, created = _from_client_address(
+        nginx.port, "POST", "/v1/tasks", {**body, "callback": callback}, {"X-Request-ID": "client-req-1"}
+    )
+    assert status == 202, created
+    assert headers["x-request-id"] == "client-req-1"
+    [delivery] = receiver.wait_for(1, timeout=20)
+    assert Webhook(SECRET).verify(delivery["raw"], delivery["headers"])["status"] == "completed"
+    status, headers, hit = _from_client_address(nginx.port, "POST", "/v1/tasks", body)
+    assert (status, hit["reuse_info"]["reuse_hit"], hit["reuse_info"]["state"]) == (200, True, "completed")
+    made_by_nginx = headers["x-request-id"]
+    assert len(made_by_nginx) == 32 and int(made_by_nginx, 16) >= 0  # nginx's $request_id
+    status, _, document = _from_client_address(nginx.port, "GET", "/v1/tasks/observed-1/status")
+    assert (status, document["stages"]["demo.echo"]["status"]) == (200, "SUCCESS")
+
+    web_lines = wait_until(
+        lambda: (
+            [line for line in _log_lines(stack.web.log_path) if line.get("logger") == "gateway.request"]
+            if len(_log_lines(stack.web.log_path)) >= 3
+            else None
+        ),
+        timeout=10,
+    )
+    requests_seen = [line for line in web_lines if line["path"] != "/v1/tasks/health"]
+    assert [(line["method"], line["status"], line["verdict"]) for line in requests_seen] == [
+        ("POST", 202, "miss"),
+        ("POST", 200, "completed"),
+        ("GET", 200, None),
+    ]
+    for line in requests_seen:
+        # nginx connects from 127.0.0.1; the client's own address comes from X-Forwarded-For.
+        assert line["client"] == CLIENT_ADDRESS, line
+        assert (line["task_id"], line["tenant"]) == ("observed-1", "acme")
+    assert [line["request_id"] for line in requests_seen[:2]] == ["client-req-1", made_by_nginx]
+
+    # The worker's lines carry the id of the request that queued the run and the delivery.
+    [worker] = stack.workers
+    jobs = wait_until(
+        lambda: (
+            [line for line in _log_lines(worker.log_path) if line.get("logger") == "gateway.jobs"]
+            if any(line.get("message") == "delivery sent" for line in _log_lines(worker.log_path))
+            else None
+        ),
+        timeout=10,
+    )
+    assert {line["message"]: line["request_id"] for line in jobs} == {
+        "run started": "client-req-1",
+        "run ended": "client-req-1",
+        "delivery sent": "client-req-1",
+    }
+    access = (nginx.prefix / "access.log").read_text()
+    assert '"client":"127.0.0.2"' in access and '"request_id":"client-req-1"' in access
+
+    # Nothing secret or user-given in any log of the run: gunicorn, worker, nginx.
+    logs = "".join(path.read_text(errors="replace") for path in stack.log_dir.glob("*.log"))
+    logs += access + (nginx.prefix / "error.log").read_text()
+    assert INPUT_MARKER in delivery["raw"].decode()  # it was there to leak
+    for secret in (API_TOKEN, SECRET, SECRET.removeprefix("whsec_"), INPUT_MARKER, QUERY_SECRET):
+        assert secret not in logs, secret
+
+
+def test_a_wait_is_answered_through_nginx_when_its_run_ends(observed):
+    stack, nginx, _ = observed
+    body = {"task_name": "demo.sleep", "task_id": "observed-wait", "input_data": {"seconds": 2}}
+    status, _, answer = _from_client_address(nginx.port, "POST", "/v1/tasks?wait=25", body)
+    assert status == 200, answer
+    assert answer["result"]["status"] == "SUCCESS"
+
+
+def test_x_forwarded_for_is_believed_only_from_trusted_proxies(redis_server, tmp_path, observed):
+    stack, _, _ = observed
+    spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Request-ID": "spoof-trusted"}
+    # The stack trusts one proxy: a direct request is believed (so gunicorn must be
+    # reachable only from nginx, docs/OPERATIONS.md).
+    assert _from_client_address(stack.port, "GET", "/v1/tasks/supported-tasks", headers=spoofed)[0] == 200
+    log = tmp_path / "gunicorn.log"
+    process, port = _gunicorn_and_port(redis_server, tmp_path, log=log)  # GATEWAY_TRUSTED_PROXIES unset: 0
+    try:
+        headers = {"X-Forwarded-For": "203.0.113.9", "X-Request-ID": "spoof-untrusted"}
+        status, _, _ = _from_client_address(port, "GET", "/v1/tasks/supported-tasks", headers=headers)
+        assert status == 200
+        [line] = wait_until(
+            lambda: [line for line in _log_lines(log) if line.get("request_id") == "spoof-untrusted"], timeout=10
+        )
+        assert line["client"] == CLIENT_ADDRESS
+    finally:
+        _stop(process)
+    [trusted] = [line for line in _log_lines(stack.web.log_path) if line.get("request_id") == "spoof-trusted"]
+    assert trusted["client"] == "203.0.113.9"

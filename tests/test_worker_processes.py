@@ -145,7 +145,8 @@ def test_one_worker_command_runs_a_run_worker_a_delivery_worker_and_one_schedule
     assert "Traceback" not in log.read_text()
 
 
-LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] WARNING")
+# The worker's lines are JSON (GATEWAY_LOG_FORMAT's default): a WARNING line's time.
+LOG_TIME = re.compile(r'^\{"time":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z","level":"WARNING"')
 
 
 @pytest.mark.parametrize("timeout", [8])
@@ -173,7 +174,7 @@ def test_a_worker_without_redis_backs_off_and_gives_up_after_its_start_timeout(r
     assert all(len(line) < 300 for line in attempts)  # one short line each
     assert "giving up" in attempts[-1]
     times = [
-        datetime.strptime(LOG_TIME.match(line).group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        datetime.strptime(LOG_TIME.match(line).group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
         for line in attempts
         if LOG_TIME.match(line)
     ]

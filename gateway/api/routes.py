@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
 from gateway import service, tasks, tenancy, waits
-from gateway.api import answers
+from gateway.api import answers, requestlog
 from gateway.api.body import json_body
 from gateway.api.operations import BODY_ERRORS, COMMON_ERRORS, error, ok, operation
 from gateway.api.schemas import (
@@ -96,11 +96,13 @@ def task_name_parameter(description: str | None = None) -> dict:
 )
 def create_task():
     data = load_create_request(json_body())
+    requestlog.note(data["task_id"], data["task_name"])
     # Validated before anything is written; looked at only when there is a query string,
     # so that the reuse hit pays nothing for it.
     seconds = _wait_seconds(create_query_schema.load(request.args)["wait"]) if request.query_string else 0.0
     task_ref = tenancy.scoped(data["task_id"])
     verdict = service.create_task(task_ref, data["task_name"], data["input_data"], data["callback"], claim_policy(data))
+    requestlog.note_verdict(verdict.state)
     if seconds and verdict.state != "completed":
         view = waits.ended_stage_view(task_ref, verdict.task_name, seconds)
         if view is not None:
