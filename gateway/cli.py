@@ -12,17 +12,27 @@ from flask.cli import AppGroup, with_appcontext
 from redis.exceptions import RedisError
 
 from gateway import scripts, signing, sweeper, worker
-from gateway.connections import get_connections
+from gateway.connections import get_connections, node_clients
 
 if TYPE_CHECKING:
     from flask import Flask
     from redis import Redis
 
 
-def _script_targets() -> list[tuple[Redis, dict[str, str]]]:
-    """(client, name → source) for the store Redis and the queue Redis."""
+def _script_targets() -> list[tuple[str, Redis, dict[str, str]]]:
+    """(label, client, name → source) for the store Redis (each node of a cluster, replicas
+    too, so that a promoted replica holds them) and the queue Redis."""
     connections = get_connections()
-    return [(connections.store, scripts.read_sources()), (connections.queue, scripts.rq_sources())]
+    gateway_sources = scripts.read_sources()
+    return [
+        *((label, client, gateway_sources) for label, client in node_clients(connections.store)),
+        ("", connections.queue, scripts.rq_sources()),
+    ]
+
+
+def _line(label: str, text: str) -> str:
+    """A cluster node's lines start with its address; a single Redis's as before."""
+    return f"{label} {text}" if label else text
 
 
 scripts_cli = AppGroup("scripts", help="Load or check the Lua scripts (the gateway's and RQ's) in Redis.")
@@ -32,9 +42,9 @@ scripts_cli = AppGroup("scripts", help="Load or check the Lua scripts (the gatew
 def load_scripts_command() -> None:
     """Load every Lua script into Redis and print its name and SHA."""
     try:
-        for client, sources in _script_targets():
+        for label, client, sources in _script_targets():
             for name, sha in scripts.load_all(client, sources).items():
-                click.echo(f"{name} {sha}")
+                click.echo(_line(label, f"{name} {sha}"))
     except RedisError as error:
         raise click.ClickException(f"could not load scripts: {error}") from error
 
@@ -44,11 +54,11 @@ def check_scripts_command() -> None:
     """Exit non-zero unless every Lua script is loaded in Redis."""
     missing = []
     try:
-        for client, sources in _script_targets():
+        for label, client, sources in _script_targets():
             for name, sha, loaded in scripts.check_loaded(client, sources):
-                click.echo(f"{name} {sha} {'loaded' if loaded else 'MISSING'}")
+                click.echo(_line(label, f"{name} {sha} {'loaded' if loaded else 'MISSING'}"))
                 if not loaded:
-                    missing.append(name)
+                    missing.append(_line(label, name))
     except RedisError as error:
         raise click.ClickException(f"could not check scripts: {error}") from error
     if missing:

@@ -7,9 +7,10 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from redis.exceptions import NoPermissionError, NoScriptError
+from redis.cluster import RedisCluster
+from redis.exceptions import AskError, NoPermissionError, NoScriptError, RedisError
 
-from gateway.exceptions import ScriptsNotLoaded
+from gateway.exceptions import ScriptsNotLoaded, WriteNotReplicated
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -63,6 +64,81 @@ class Scripts:
             if "script" not in str(error).lower():
                 raise
             raise _not_loaded(name) from error
+
+
+class ReplicatedScripts(Scripts):
+    """Scripts whose writes count once ``replicas`` replicas hold them
+    (``GATEWAY_REDIS_WAIT_REPLICAS``): each call is ``EVALSHA`` then ``WAIT`` in one
+    round trip on one connection (``WAIT`` waits for what its own connection wrote), to
+    the primary of the script's slot. Fewer acknowledgements within ``timeout_ms`` raise
+    ``WriteNotReplicated`` (503): the write was made and may be lost in a failover, and
+    the caller's retry finds it (a create is idempotent by task id)."""
+
+    def __init__(self, client: Redis | RedisCluster, replicas: int, timeout_ms: int) -> None:
+        super().__init__(client)
+        self._replicas = replicas
+        self._timeout_ms = timeout_ms
+        self._cluster = client if isinstance(client, RedisCluster) else None
+
+    def __call__(self, name: str, keys: list[str], args: list[object]) -> object:
+        script = self._scripts[name]
+        for attempt in range(2):
+            node = self._node_for(keys[0])
+            try:
+                with node.pipeline(transaction=False) as pipe:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    pipe.execute_command("WAIT", self._replicas, self._timeout_ms)
+                    result, acknowledged = pipe.execute(raise_on_error=False)
+            except RedisError:
+                self._refresh_slots()  # the node may be gone: the next call asks the cluster
+                raise
+            if isinstance(result, NoScriptError) and attempt == 0:
+                self._load(node, name, script.script)  # a failover or a new node: load, try once more
+                continue
+            if isinstance(result, AskError) and attempt == 0:  # MOVED (or ASK): the slot moved
+                self._refresh_slots()
+                continue
+            if isinstance(result, NoScriptError):
+                raise _not_loaded(name) from result
+            if isinstance(result, Exception):
+                raise result
+            if isinstance(acknowledged, Exception):
+                raise acknowledged
+            if acknowledged < self._replicas:
+                raise WriteNotReplicated(
+                    f"The write was not acknowledged by {self._replicas} replica(s) within "
+                    f"{self._timeout_ms} ms (only {acknowledged}); try again shortly.",
+                    {"replicas": acknowledged, "required": self._replicas},
+                )
+            return result
+        raise AssertionError("unreachable")
+
+    def _node_for(self, key: str) -> Redis:
+        if self._cluster is None:
+            return self._client
+        return self._cluster.get_redis_connection(self._cluster.get_node_from_key(key))
+
+    def _refresh_slots(self) -> None:
+        if self._cluster is not None:
+            try:
+                self._cluster.nodes_manager.initialize()
+            except Exception:  # noqa: BLE001 - best effort; the error at hand is what the caller sees
+                pass
+
+    @staticmethod
+    def _load(node: Redis, name: str, source: str) -> None:
+        try:
+            node.script_load(source)
+        except NoPermissionError as error:
+            raise _not_loaded(name) from error
+
+
+def make_scripts(client: Redis | RedisCluster, config: dict) -> Scripts:
+    """The store's scripts, chosen once: plain, or waiting for replicas after each call."""
+    replicas = int(config["REDIS_WAIT_REPLICAS"])
+    if replicas == 0:
+        return Scripts(client)
+    return ReplicatedScripts(client, replicas, int(float(config["REDIS_WAIT_TIMEOUT_SECONDS"]) * 1000))
 
 
 def _not_loaded(name: str) -> ScriptsNotLoaded:
