@@ -180,10 +180,14 @@ def cluster_app(redis_cluster, redis_server, queue_url):
     )  # fmt: skip
 
 
-def test_the_store_is_a_cluster_client(cluster_app):
+def test_the_store_is_a_cluster_client_and_scripts_keep_to_one_slot(cluster_app):
     from gateway.store import get_store
+    from gateway.watches import get_watches
 
     assert isinstance(get_store(cluster_app).client, RedisCluster)
+    # The run watch list lives in the queue Redis and is written by Python: no script
+    # gets a key beside its task document (RedisCluster refuses keys of two slots).
+    assert get_watches(cluster_app).scripts_write_runs is False
 
 
 def test_scripts_load_and_check_every_node(cluster_app, redis_cluster):
