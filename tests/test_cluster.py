@@ -225,3 +225,36 @@ def test_cluster_needs_a_queue_redis(redis_cluster):
     with pytest.raises(ConfigError, match="only database 0"):
         create_app({"REDIS_URL": redis_cluster.url.replace("/0", "/3"), "REDIS_CLUSTER": True,
                     "QUEUE_REDIS_URL": "redis://127.0.0.1:1/0"})  # fmt: skip
+
+
+def test_a_resharded_slot_is_followed(cluster_app, redis_cluster):
+    """The slot of a task moves to another primary while the app holds the old slot map:
+    during the move a request is redirected with ASK, after it with MOVED; both are
+    followed and the document is the same one. (Last in this module: it moves a slot.)"""
+    from redis.crc import key_slot
+
+    client = cluster_app.test_client()
+    task_id = on_each_primary(redis_cluster, "moved", tenant="")[0]
+    body = {"task_name": "demo.echo", "task_id": task_id, "input_data": {"v": 1}}
+    assert client.post("/v1/tasks", json=body).status_code == 202
+
+    key = keys.task_document(task_id)
+    slot = key_slot(key.encode())
+    source = redis_cluster.primary_of_slot(slot)
+    target = next(port for port in redis_cluster.primary_ports() if port != source)
+    ids = {port: redis_cluster.client(port).execute_command("CLUSTER MYID").decode() for port in (source, target)}
+    with redis_cluster.client(source) as src, redis_cluster.client(target) as dst:
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source])
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target])
+        src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", key)
+        # Migrating: the source answers ASK for the key it no longer has.
+        pending = client.post("/v1/tasks", json=body)
+        assert pending.json["reuse_info"]["reuse_hit"] is True, pending.json  # the same document
+        for port in redis_cluster.primary_ports():
+            with redis_cluster.client(port) as node:
+                node.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target])
+    # Moved: the source answers MOVED; the app's map still names it.
+    again = client.post("/v1/tasks", json=body)
+    assert again.json["reuse_info"]["reuse_hit"] is True, again.json
+    assert redis_cluster.primary_of_slot(slot) == target
+    assert client.get(f"/v1/tasks/{task_id}/status").json["stages"]["demo.echo"]["attempt"] == 1
