@@ -67,6 +67,33 @@ def check_scripts_command() -> None:
         )
 
 
+store_cli = AppGroup("store", help="The task documents' Redis.")
+
+
+@store_cli.command("copy")
+@click.option("--from", "source_url", required=True, help="The Redis to copy task documents from (redis://...).")
+def copy_store_command(source_url: str) -> None:
+    """Copy every task document (gw:task:*, with its TTL) from another Redis into this
+    app's store, e.g. into a Redis Cluster (docs/SCALING.md, "Migrating"). Run it while
+    no gateway process writes; running it again copies everything again."""
+    import redis
+
+    from gateway.storecopy import copy_documents
+
+    source = redis.Redis.from_url(source_url, socket_timeout=30, socket_connect_timeout=5)
+    try:
+        report = copy_documents(
+            source,
+            get_connections().store,
+            progress=lambda r: click.echo(f"  {r.copied} copied", err=True) if r.copied % 50_000 < 500 else None,
+        )
+    except RedisError as error:
+        raise click.ClickException(f"could not copy: {error}") from error
+    finally:
+        source.close()
+    click.echo(report.summary())
+
+
 @click.group("tenants")
 def tenants_cli() -> None:
     """Tenants (GATEWAY_API_TOKENS)."""
@@ -109,5 +136,5 @@ def worker_command(queue_names: str | None, burst: bool, log_level: str) -> None
 
 
 def init_app(app: Flask) -> None:
-    for command in (scripts_cli, worker_command, sweep_command, tenants_cli):
+    for command in (scripts_cli, worker_command, sweep_command, tenants_cli, store_cli):
         app.cli.add_command(command)

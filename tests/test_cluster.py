@@ -111,10 +111,11 @@ def test_origin_scenario_on_each_primary(cluster_stack, redis_cluster):
 
 def test_concurrent_identical_creates_run_once(cluster_stack, redis_cluster, run_log):
     for task_id in on_each_primary(redis_cluster, "same"):
-        body = {"task_name": "testing.count", "task_id": task_id, "input_data": {"log": run_log.path, "seconds": 0.3}}
+        body = {"task_name": "testing.count", "task_id": task_id, "input_data": {"log": run_log.path, "seconds": 1}}
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             responses = list(pool.map(lambda b: post(cluster_stack, b), [body] * CONCURRENCY))
-        assert {r.status_code for r in responses} == {202}
+        # 200: on a busy machine the run may have ended before the last requests came in.
+        assert {r.status_code for r in responses} <= {200, 202}
         states = [r.json()["reuse_info"]["state"] for r in responses]
         assert states.count("miss") == 1
         wait_until(lambda t=task_id: stage_status(cluster_stack, t, "testing.count") == "SUCCESS", timeout=30)
@@ -225,6 +226,37 @@ def test_cluster_needs_a_queue_redis(redis_cluster):
     with pytest.raises(ConfigError, match="only database 0"):
         create_app({"REDIS_URL": redis_cluster.url.replace("/0", "/3"), "REDIS_CLUSTER": True,
                     "QUEUE_REDIS_URL": "redis://127.0.0.1:1/0"})  # fmt: skip
+
+
+def test_store_copy_moves_a_single_redis_deployment_to_the_cluster(cluster_app, redis_server):
+    """The data step of the migration (docs/SCALING.md): the documents of a single Redis,
+    copied with ``flask --app wsgi store copy --from``, are served by the cluster app as
+    they were (a completed stage is a hit, the status document is the same, TTL kept)."""
+    from gateway.worker import build_worker
+
+    source_db = 9
+    redis.Redis(port=redis_server.port, db=source_db).flushdb()
+    single = create_app(base_config(redis_server, source_db))
+    prefix = f"copied-{uuid.uuid4().hex[:6]}"
+    bodies = [{"task_name": "demo.echo", "task_id": f"{prefix}-{n}", "input_data": {"n": n}} for n in range(30)]
+    for body in bodies:
+        assert single.test_client().post("/v1/tasks", json=body).status_code == 202
+    with single.app_context():
+        build_worker().work(burst=True, logging_level="WARNING")
+    before = single.test_client().get(f"/v1/tasks/{prefix}-7/status").json
+
+    copied = cluster_app.test_cli_runner().invoke(args=["store", "copy", "--from", redis_server.url_for(source_db)])
+    assert copied.exit_code == 0, copied.output
+    assert "copied 30 task documents" in copied.output
+
+    client = cluster_app.test_client()
+    assert client.get(f"/v1/tasks/{prefix}-7/status").json == before
+    for body in bodies:
+        hit = client.post("/v1/tasks", json=body)
+        assert hit.status_code == 200 and hit.json["reuse_info"]["state"] == "completed", hit.json
+    from gateway.store import get_redis
+
+    assert 0 < get_redis(cluster_app).pttl(keys.task_document(f"{prefix}-7")) <= 86400 * 1000
 
 
 def test_a_resharded_slot_is_followed(cluster_app, redis_cluster):
