@@ -19,9 +19,10 @@ They are measured in turns, round after round, so that all see the same backgrou
   202) while the workers run what is created; then the queue is drained before the next
   measurement.
 
-CPU per request of each tier comes from /proc: the gunicorn processes, the store's Redis
-servers (the sum of the six nodes), the queue Redis and the workers (per run: over the
-creates and the drain that follows). docs/SCALING.md derives a topology from these.
+CPU per request of each tier comes from /proc: the gunicorn processes, the store's
+primaries and its replicas (each a sum over the nodes), the queue Redis and the workers;
+for creates also over the creates and the drain of their runs that follows (a create's
+whole cost). docs/SCALING.md derives a topology from these.
 """
 
 from __future__ import annotations
@@ -50,25 +51,26 @@ HIT_STAGES = 24
 QUEUE_KEYS = ("rq:queue:demo", "rq:queue:callbacks")
 
 
+#: The tiers whose CPU is measured, in the order the table shows them.
+TIERS = ("web", "primaries", "replicas", "queue", "workers")
+
+
 @dataclass
 class Run:
-    """One wrk run of one setup, with the CPU each tier spent per request."""
+    """One wrk run of one setup: its result and the CPU each tier spent per request
+    (µs); for creates, also per create over the creates and the drain of their runs."""
 
     result: wrk.WrkResult
-    web_us: float
-    store_us: float
-    queue_us: float
-    # Creates only, per create, over the creates and the drain of their runs that follows:
-    worker_us: float = 0.0
-    store_with_runs_us: float = 0.0
-    queue_with_runs_us: float = 0.0
+    during: dict[str, float]
+    with_runs: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Setup:
     name: str
     stack: GatewayStack
-    store_pids: list[int]
+    primary_pids: list[int]
+    replica_pids: list[int]
     queue_pids: list[int]  # empty when the store's Redis holds the queues
     queue_client: object = None
     hits: list[Run] = field(default_factory=list)
@@ -78,21 +80,27 @@ class Setup:
     def url(self) -> str:
         return self.stack.base + "/v1/tasks"
 
-    def worker_pids(self) -> list[int]:
-        pids = []
+    def pids(self) -> dict[str, list[int]]:
+        workers = []
         for worker in self.stack.workers:
-            pids.append(worker.pid)
-            pids.extend(cpu.child_pids(worker.pid))  # the delivery process, RQ's scheduler
-        return pids
+            workers.append(worker.pid)
+            workers.extend(cpu.child_pids(worker.pid))  # the delivery process, RQ's scheduler
+        return {
+            "web": cpu.child_pids(self.stack.web.pid),
+            "primaries": self.primary_pids,
+            "replicas": self.replica_pids,
+            "queue": self.queue_pids,
+            "workers": workers,
+        }
 
-    def web_pids(self) -> list[int]:
-        return cpu.child_pids(self.stack.web.pid)
+    def cpu(self, pids: dict[str, list[int]]) -> dict[str, float]:
+        return {tier: cpu.cpu_seconds(pids[tier]) for tier in TIERS}
 
     def queued(self) -> int:
         return sum(self.queue_client.llen(key) for key in QUEUE_KEYS)
 
 
-def start_setup(name: str, store_url: str, store_pids: list[int], queue: RedisServer, queue_db: int,
+def start_setup(name: str, store_url: str, store: tuple[list[int], list[int]], queue: RedisServer, queue_db: int,
                 folder: Path, extra_env: dict[str, str]) -> Setup:  # fmt: skip
     env = {**BENCH_ENV, "GATEWAY_WEB_WORKERS": str(WEB_WORKERS),
            "GATEWAY_QUEUE_REDIS_URL": queue.url_for(queue_db), **extra_env}  # fmt: skip
@@ -102,65 +110,53 @@ def start_setup(name: str, store_url: str, store_pids: list[int], queue: RedisSe
     for _ in range(WORKERS):
         stack.start_worker()
     stack.wait_ready(timeout=60, workers=WORKERS)
-    queue_pids = [] if queue.pid in store_pids else [queue.pid]
-    setup = Setup(name, stack, store_pids, queue_pids, queue.client(queue_db))
-    prefix = "hit"
+    primaries, replicas = store
+    queue_pids = [] if queue.pid in primaries else [queue.pid]
+    setup = Setup(name, stack, primaries, replicas, queue_pids, queue.client(queue_db))
     for number in range(HIT_STAGES):
-        body = {"task_name": "demo.echo", "task_id": f"{prefix}-{number}", "input_data": {"text": "hi"}}
+        body = {"task_name": "demo.echo", "task_id": f"hit-{number}", "input_data": {"text": "hi"}}
         stack.post(body).raise_for_status()
     for number in range(HIT_STAGES):
-        wait_until(lambda n=number: stack.status(f"{prefix}-{n}")["status"] == "completed", 30, what="hit stages")
+        wait_until(lambda n=number: stack.status(f"hit-{n}")["status"] == "completed", 30, what="hit stages")
     return setup
 
 
-def measure(setup: Setup, script: str, script_args: list[str], args) -> tuple[wrk.WrkResult, dict[str, float], float]:
-    """One wrk run; (result, CPU seconds per tier, elapsed)."""
-    web, workers = setup.web_pids(), setup.worker_pids()
-    before = {
-        "web": cpu.cpu_seconds(web),
-        "store": cpu.cpu_seconds(setup.store_pids),
-        "queue": cpu.cpu_seconds(setup.queue_pids),
-        "workers": cpu.cpu_seconds(workers),
-    }
-    started = time.monotonic()
-    command = wrk.wrk_command(args.wrk_threads, args.connections, setup.url, script, script_args[0], args.duration)
-    command += script_args[1:]
-    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=args.duration + 60).stdout
-    result = wrk.parse_wrk(out)
+def wrk_run(setup: Setup, script: str, script_args: list[str], duration: int, args) -> wrk.WrkResult:
+    command = wrk.wrk_command(args.wrk_threads, args.connections, setup.url, script, script_args[0], duration)
+    out = subprocess.run(command + script_args[1:], capture_output=True, text=True, check=True, timeout=duration + 60)
+    result = wrk.parse_wrk(out.stdout)
     if result.errors:
         raise RuntimeError(f"{setup.name} {script}: {result.errors} errors in {result.requests} requests")
-    spent = {
-        "web": cpu.cpu_seconds(web) - before["web"],
-        "store": cpu.cpu_seconds(setup.store_pids) - before["store"],
-        "queue": cpu.cpu_seconds(setup.queue_pids) - before["queue"],
-        "workers": before["workers"],  # the caller measures the workers after the drain
-    }
-    return result, spent, time.monotonic() - started
+    return result
+
+
+def per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    return {tier: (after[tier] - before[tier]) / requests * 1e6 for tier in TIERS}
 
 
 def hits_round(setup: Setup, args) -> None:
-    result, spent, _ = measure(setup, "hits.lua", ["hit", str(HIT_STAGES)], args)
-    n = result.requests
-    setup.hits.append(Run(result, spent["web"] / n * 1e6, spent["store"] / n * 1e6, spent["queue"] / n * 1e6))
+    pids = setup.pids()
+    before = setup.cpu(pids)
+    result = wrk_run(setup, "hits.lua", ["hit", str(HIT_STAGES)], args.duration, args)
+    setup.hits.append(Run(result, per_request(before, setup.cpu(pids), result.requests)))
     print(f"  {setup.name}: hits {result.rps:,.0f}/s", flush=True)
 
 
 def creates_round(setup: Setup, args) -> None:
-    prefix = f"new-{uuid.uuid4().hex[:8]}"
-    store_before = cpu.cpu_seconds(setup.store_pids)
-    queue_before = cpu.cpu_seconds(setup.queue_pids)
-    result, spent, _ = measure(setup, "miss.lua", [prefix], args)
+    pids = setup.pids()
+    before = setup.cpu(pids)
+    result = wrk_run(setup, "miss.lua", [f"new-{uuid.uuid4().hex[:8]}"], args.duration, args)
+    during = setup.cpu(pids)
     wait_until(lambda: setup.queued() == 0, 120, 0.1, what=f"{setup.name}: the queue drained")
     time.sleep(0.5)  # the last jobs taken end
+    after = setup.cpu(pids)
     n = result.requests
-    workers_after = cpu.cpu_seconds(setup.worker_pids())
-    run = Run(result, spent["web"] / n * 1e6, spent["store"] / n * 1e6, spent["queue"] / n * 1e6)
-    run.worker_us = (workers_after - spent["workers"]) / n * 1e6
-    # The store's and the queue's share of the runs too (dequeue, start, finish).
-    run.store_with_runs_us = (cpu.cpu_seconds(setup.store_pids) - store_before) / n * 1e6
-    run.queue_with_runs_us = (cpu.cpu_seconds(setup.queue_pids) - queue_before) / n * 1e6
-    setup.creates.append(run)
+    setup.creates.append(Run(result, per_request(before, during, n), per_request(before, after, n)))
     print(f"  {setup.name}: creates {result.rps:,.0f}/s", flush=True)
+
+
+def _cpu_text(values: dict[str, float]) -> str:
+    return " + ".join(f"{values[tier]:,.0f}" for tier in TIERS) + " us"
 
 
 def rows(setups: list[Setup]) -> list[tuple[str, str, str]]:
@@ -168,28 +164,24 @@ def rows(setups: list[Setup]) -> list[tuple[str, str, str]]:
     for setup in setups:
         for kind, runs in (("reuse hits/s", setup.hits), ("creates/s", setup.creates)):
             rates = [r.result.rps for r in runs]
+            p50 = statistics.median(r.result.p50_ms for r in runs)
+            p99 = statistics.median(r.result.p99_ms for r in runs)
             table.append(
                 (
                     f"{setup.name}: {kind}",
                     f"{statistics.median(rates):,.0f}",
                     f"median of {len(runs)}; rounds {' / '.join(f'{r:,.0f}' for r in rates)}; p50/p99 "
-                    f"{statistics.median(r.result.p50_ms for r in runs):.2f}/"
-                    f"{statistics.median(r.result.p99_ms for r in runs):.2f} ms",
+                    f"{p50:.2f}/{p99:.2f} ms",
                 )
             )
-            web = statistics.median(r.web_us for r in runs)
-            store = statistics.median(r.store_us for r in runs)
-            queue = statistics.median(r.queue_us for r in runs)
-            how = "per request during wrk: gunicorn + store Redis (all nodes) + queue Redis"
-            if kind == "creates/s":
-                workers = statistics.median(r.worker_us for r in runs)
-                store_all = statistics.median(r.store_with_runs_us for r in runs)
-                queue_all = statistics.median(r.queue_with_runs_us for r in runs)
-                how += (
-                    f"; with the runs (creates + drain): workers {workers:,.0f} us, store {store_all:,.0f} us, "
-                    f"queue {queue_all:,.0f} us per create"
+            during = {tier: statistics.median(r.during[tier] for r in runs) for tier in TIERS}
+            label = "hit" if kind.startswith("reuse") else "create"
+            table.append((f"{setup.name}: CPU per {label}", _cpu_text(during), "during wrk; " + " + ".join(TIERS)))
+            if label == "create":
+                with_runs = {tier: statistics.median(r.with_runs[tier] for r in runs) for tier in TIERS}
+                table.append(
+                    (f"{setup.name}: CPU per create + run", _cpu_text(with_runs), "wrk and the drain of its runs")
                 )
-            table.append((f"{setup.name}: CPU per {kind[:-2]}", f"{web:,.0f} + {store:,.0f} + {queue:,.0f} us", how))
     return table
 
 
@@ -209,12 +201,15 @@ def main() -> int:
             single.start()
             queue.start()
             cluster.start()
-            cluster_pids = [node.process.pid for node in cluster.nodes.values()]
+            primaries = set(cluster.primary_ports())
+            by_role = {role: [n.process.pid for port, n in cluster.nodes.items() if (port in primaries) == role]
+                       for role in (True, False)}  # fmt: skip
+            cluster_pids = (by_role[True], by_role[False])
             print("starting the three setups", flush=True)
             clustered = {"GATEWAY_REDIS_CLUSTER": "true"}
             specs = [
                 # The single Redis holds the queues too: its CPU is counted once, as the store's.
-                ("one Redis", single.url, [single.pid], single, 0, {}),
+                ("one Redis", single.url, ([single.pid], []), single, 0, {}),
                 ("cluster", cluster.url, cluster_pids, queue, 0, clustered),
                 (
                     "cluster + WAIT 1",
@@ -228,7 +223,7 @@ def main() -> int:
             for name, url, pids, queue_server, db, env in specs:
                 setups.append(start_setup(name, url, pids, queue_server, db, folder, env))
             for setup in setups:  # warm-up: connections, caches
-                measure(setup, "hits.lua", ["hit", str(HIT_STAGES)], _short(args))
+                wrk_run(setup, "hits.lua", ["hit", str(HIT_STAGES)], 2, args)
             for number in range(1, args.rounds + 1):
                 print(f"round {number}", flush=True)
                 for setup in setups:
@@ -251,12 +246,6 @@ def main() -> int:
                 f"--connections {args.connections}"]  # fmt: skip
     report.print_table(table, header, [], commands)
     return 0
-
-
-def _short(args):
-    short = options.defaults()
-    short.duration, short.connections, short.wrk_threads = 2, args.connections, args.wrk_threads
-    return short
 
 
 if __name__ == "__main__":
