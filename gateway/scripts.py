@@ -94,13 +94,15 @@ class ClusterScripts(Scripts):
 
     def __call__(self, name: str, keys: list[str], args: list[object]) -> object:
         cluster = self._cluster
+        node = cluster.get_node_from_key(keys[0])
         try:
-            node = cluster.get_redis_connection(cluster.get_node_from_key(keys[0]))
-            return node.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+            return cluster.get_redis_connection(node).execute_command(
+                "EVALSHA", self._scripts[name].sha, len(keys), *keys, *args
+            )
         except (NoScriptError, AskError, TryAgainError, ClusterDownError):
             return super().__call__(name, keys, args)
         except (RedisConnectionError, RedisTimeoutError):
-            _refresh_slots(cluster)
+            _refresh_slots(cluster, node.name)
             raise
 
 
@@ -121,7 +123,7 @@ class ReplicatedScripts(Scripts):
     def __call__(self, name: str, keys: list[str], args: list[object]) -> object:
         script = self._scripts[name]
         for attempt in range(2):
-            node = self._node_for(keys[0])
+            node, node_name = self._node_for(keys[0])
             try:
                 with node.pipeline(transaction=False) as pipe:
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -129,7 +131,7 @@ class ReplicatedScripts(Scripts):
                     result, acknowledged = pipe.execute(raise_on_error=False)
             except RedisError:
                 if self._cluster is not None:
-                    _refresh_slots(self._cluster)  # the node may be gone: the next call asks the cluster
+                    _refresh_slots(self._cluster, node_name)  # the node may be gone: the next call asks the cluster
                 raise
             if isinstance(result, NoScriptError) and attempt == 0:
                 self._load(node, name, script.script)  # a failover or a new node: load, try once more
@@ -152,10 +154,11 @@ class ReplicatedScripts(Scripts):
             return result
         raise AssertionError("unreachable")
 
-    def _node_for(self, key: str) -> Redis:
+    def _node_for(self, key: str) -> tuple[Redis, str | None]:
         if self._cluster is None:
-            return self._client
-        return self._cluster.get_redis_connection(self._cluster.get_node_from_key(key))
+            return self._client, None
+        node = self._cluster.get_node_from_key(key)
+        return self._cluster.get_redis_connection(node), node.name
 
     @staticmethod
     def _load(node: Redis, name: str, source: str) -> None:
@@ -176,11 +179,11 @@ def make_scripts(client: Redis | RedisCluster, config: dict) -> Scripts:
     return Scripts(client)
 
 
-def _refresh_slots(cluster: RedisCluster) -> None:
-    """Read the slot map again (after a node failed us), best effort: the error at hand is
-    what the caller sees."""
+def _refresh_slots(cluster: RedisCluster, failed_node: str | None = None) -> None:
+    """Read the slot map again (after a node failed us; asked last, so that a dead node
+    costs no connect timeout more), best effort: the error at hand is what the caller sees."""
     try:
-        cluster.nodes_manager.initialize()
+        cluster.nodes_manager.initialize(last_failed_node_name=failed_node)
     except Exception:  # noqa: BLE001, S110
         pass
 
