@@ -36,7 +36,11 @@ class Backoff:
 
 def redis_address(client: Redis) -> str:
     """``host:port/db`` (or the socket path) of a client, without its credentials."""
-    kwargs = client.connection_pool.connection_kwargs
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:  # a RedisCluster: its startup node
+        node = client.get_default_node()
+        return f"{node.name if node else '?'} (cluster)"
+    kwargs = pool.connection_kwargs
     where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
     return f"{where}/{kwargs.get('db', 0)}"
 

@@ -12,19 +12,33 @@ from flask.cli import AppGroup, with_appcontext
 from redis.exceptions import RedisError
 
 from gateway import scripts, signing, sweeper, worker
-from gateway.connections import get_connections
+from gateway.connections import get_connections, node_clients
 from gateway.queue_redis import NodeGroupError, get_queue_redis
-from gateway.queues import get_queues
 
 if TYPE_CHECKING:
     from flask import Flask
     from redis import Redis
 
 
-def _script_targets() -> list[tuple[Redis, dict[str, str]]]:
-    """(client, name → source) for the store Redis and each queue Redis."""
-    queue_clients = get_queues().all_connections()
-    return [(get_connections().store, scripts.read_sources()), *((c, scripts.rq_sources()) for c in queue_clients)]
+def _script_targets() -> list[tuple[str, Redis, dict[str, str]]]:
+    """(label, client, name → source) for the store Redis (each node of a cluster, replicas
+    too, so that a promoted replica holds them) and each queue Redis (labelled by its node
+    group when there are several)."""
+    gateway_sources = scripts.read_sources()
+    queue_servers = get_queue_redis().all()
+    return [
+        *((label, client, gateway_sources) for label, client in node_clients(get_connections().store)),
+        *(
+            (f"[{server.label}]" if len(queue_servers) > 1 else "", server.client, scripts.rq_sources())
+            for server in queue_servers
+        ),
+    ]
+
+
+def _line(label: str, text: str) -> str:
+    """A cluster node's lines start with its address, a queue Redis's with its node group
+    when there are several; a single Redis's as before."""
+    return f"{label} {text}" if label else text
 
 
 scripts_cli = AppGroup("scripts", help="Load or check the Lua scripts (the gateway's and RQ's) in Redis.")
@@ -34,9 +48,9 @@ scripts_cli = AppGroup("scripts", help="Load or check the Lua scripts (the gatew
 def load_scripts_command() -> None:
     """Load every Lua script into Redis and print its name and SHA."""
     try:
-        for client, sources in _script_targets():
+        for label, client, sources in _script_targets():
             for name, sha in scripts.load_all(client, sources).items():
-                click.echo(f"{name} {sha}")
+                click.echo(_line(label, f"{name} {sha}"))
     except RedisError as error:
         raise click.ClickException(f"could not load scripts: {error}") from error
 
@@ -46,17 +60,44 @@ def check_scripts_command() -> None:
     """Exit non-zero unless every Lua script is loaded in Redis."""
     missing = []
     try:
-        for client, sources in _script_targets():
+        for label, client, sources in _script_targets():
             for name, sha, loaded in scripts.check_loaded(client, sources):
-                click.echo(f"{name} {sha} {'loaded' if loaded else 'MISSING'}")
+                click.echo(_line(label, f"{name} {sha} {'loaded' if loaded else 'MISSING'}"))
                 if not loaded:
-                    missing.append(name)
+                    missing.append(_line(label, name))
     except RedisError as error:
         raise click.ClickException(f"could not check scripts: {error}") from error
     if missing:
         raise click.ClickException(
             f"{len(missing)} script(s) missing: {', '.join(missing)}; run `{scripts.LOAD_COMMAND}`."
         )
+
+
+store_cli = AppGroup("store", help="The task documents' Redis.")
+
+
+@store_cli.command("copy")
+@click.option("--from", "source_url", required=True, help="The Redis to copy task documents from (redis://...).")
+def copy_store_command(source_url: str) -> None:
+    """Copy every task document (gw:task:*, with its TTL) from another Redis into this
+    app's store, e.g. into a Redis Cluster (docs/SCALING.md, "Migrating"). Run it while
+    no gateway process writes; running it again copies everything again."""
+    import redis
+
+    from gateway.storecopy import copy_documents
+
+    source = redis.Redis.from_url(source_url, socket_timeout=30, socket_connect_timeout=5)
+    try:
+        report = copy_documents(
+            source,
+            get_connections().store,
+            progress=lambda r: click.echo(f"  {r.copied} copied", err=True) if r.copied % 50_000 < 500 else None,
+        )
+    except RedisError as error:
+        raise click.ClickException(f"could not copy: {error}") from error
+    finally:
+        source.close()
+    click.echo(report.summary())
 
 
 @click.group("tenants")
@@ -128,5 +169,5 @@ def worker_command(queue_names: str | None, group: str | None, burst: bool, log_
 
 
 def init_app(app: Flask) -> None:
-    for command in (scripts_cli, worker_command, sweep_command, tenants_cli):
+    for command in (scripts_cli, worker_command, sweep_command, tenants_cli, store_cli):
         app.cli.add_command(command)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +58,13 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
         {},
         NodeUrls(node=_NODE, url=_REDIS_URL, what='node (or "*") → redis://, rediss:// or unix:// URL'),
     ),
+    # GATEWAY_REDIS_URL names one startup node of a Redis Cluster (db 0); the queues then
+    # need their own Redis (QUEUE_REDIS_URL): RQ cannot run on a cluster.
+    "REDIS_CLUSTER": (False, Boolean()),
+    # Replicas that must acknowledge each write script (Redis WAIT) before it counts; 0: none.
+    "REDIS_WAIT_REPLICAS": (0, _whole(0)),
+    # How long a write waits for them; fewer acknowledgements in time answer 503.
+    "REDIS_WAIT_TIMEOUT_SECONDS": (0.5, _seconds(above=True)),
     "REDIS_CONNECT_TIMEOUT_SECONDS": (1.0, _seconds(above=True)),
     "REDIS_SOCKET_TIMEOUT_SECONDS": (2.0, _seconds(above=True)),
     "TASK_TTL_SECONDS": (86400, _whole(1, "seconds")),
@@ -210,6 +218,27 @@ def misspelled(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
+def check_cluster(settings: Mapping[str, Any]) -> None:
+    """A cluster store needs a queue Redis of its own and database 0 (a cluster has no other)."""
+    if not settings["REDIS_CLUSTER"]:
+        return
+    named = {settings["QUEUE_REDIS_URL"], *(settings["QUEUE_REDIS_URLS"] or {}).values()} - {None}
+    if settings["QUEUE_REDIS_URL"] is None and "*" not in (settings["QUEUE_REDIS_URLS"] or {}):
+        raise ConfigError(
+            f"{PREFIX}QUEUE_REDIS_URL is required with {PREFIX}REDIS_CLUSTER=true: RQ's queues cannot live "
+            "on a Redis Cluster; name a separate Redis for them"
+        )
+    if settings["REDIS_URL"] in named:
+        raise ConfigError(
+            f"{PREFIX}QUEUE_REDIS_URL(S): a queue Redis cannot be the Redis Cluster ({PREFIX}REDIS_URL) itself"
+        )
+    url = urllib.parse.urlsplit(settings["REDIS_URL"])
+    if url.scheme == "unix":
+        raise ConfigError(f"{PREFIX}REDIS_URL: a Redis Cluster is reached over TCP, not a unix:// socket")
+    if url.path.strip("/") not in ("", "0"):
+        raise ConfigError(f"{PREFIX}REDIS_URL: a Redis Cluster has only database 0, got {settings['REDIS_URL']!r}")
+
+
 def load(app, test_config: dict[str, Any] | None = None) -> None:
     """Fill ``app.config``: defaults, then the environment, then ``test_config``, all
     checked; raises ``ConfigError`` naming the first bad variable."""
@@ -222,6 +251,15 @@ def load(app, test_config: dict[str, Any] | None = None) -> None:
     }
     app.config.from_mapping(settings)
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_INPUT_BYTES"]
+    check_cluster(app.config)
+    if app.config["REDIS_WAIT_REPLICAS"] and (
+        app.config["REDIS_WAIT_TIMEOUT_SECONDS"] >= app.config["REDIS_SOCKET_TIMEOUT_SECONDS"]
+    ):
+        raise ConfigError(
+            f"{PREFIX}REDIS_WAIT_TIMEOUT_SECONDS ({app.config['REDIS_WAIT_TIMEOUT_SECONDS']}) must be below "
+            f"{PREFIX}REDIS_SOCKET_TIMEOUT_SECONDS ({app.config['REDIS_SOCKET_TIMEOUT_SECONDS']}): a WAIT "
+            "blocks its connection that long"
+        )
     app.config["QUEUE_REDIS_URLS"] = queue_redis_urls(app.config)
     app.config["QUEUE_REDIS_URL"] = app.config["QUEUE_REDIS_URLS"]["*"]
     app.config["CALLBACK_SIGNING_SECRETS"] = list(app.config["CALLBACK_SIGNING_SECRET"] or [])

@@ -103,6 +103,10 @@ class ScriptsNotLoaded(StoreUnavailable):
     code = "scripts_not_loaded"
 
 
+class WriteNotReplicated(StoreUnavailable):
+    """A write was made but fewer replicas than GATEWAY_REDIS_WAIT_REPLICAS acknowledged it in time."""
+
+
 class ClaimLost(Exception):
     """A run's claim is no longer current: a newer attempt or a cancel replaced it."""
 

@@ -30,7 +30,7 @@ from flask import current_app
 
 from gateway import keys
 from gateway.backoff import Backoff
-from gateway.connections import get_connections
+from gateway.connections import get_connections, listener_pubsub
 
 if TYPE_CHECKING:
     import redis
@@ -140,7 +140,7 @@ class StageEnds:
     def _listen(self) -> None:
         backoff = Backoff(first=0.1, cap=5.0)
         while True:
-            pubsub = self._client.pubsub()
+            pubsub = listener_pubsub(self._client)  # on a cluster: any node, a random one each time
             try:
                 pubsub.subscribe(self._channel)
                 while True:

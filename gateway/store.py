@@ -31,12 +31,13 @@ from gateway.replies import (
     Started,
     outcome_error,
 )
-from gateway.scripts import Scripts
+from gateway.scripts import make_scripts
 from gateway.tenancy import public
 from gateway.watches import get_watches
 
 if TYPE_CHECKING:
     from flask import Flask
+    from redis.cluster import RedisCluster
 
     from gateway.watches import Watches
 
@@ -89,10 +90,10 @@ class Verdict:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, config: dict[str, Any], watches: Watches) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, config: dict[str, Any], watches: Watches) -> None:
         self.client = client
         self.watches = watches
-        self.scripts = Scripts(client)
+        self.scripts = make_scripts(client, config)
         self.ttl = int(config["TASK_TTL_SECONDS"])
         self.queue_lease_ms = int(float(config["QUEUE_LEASE_SECONDS"]) * 1000)
         self.run_lease_ms = int(float(config["RUN_LEASE_SECONDS"]) * 1000)

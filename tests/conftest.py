@@ -14,6 +14,7 @@ import redis
 
 from gateway import create_app
 from gateway.testing.receiver import Receiver
+from gateway.testing.redis_cluster import RedisClusterServers
 from gateway.testing.redis_server import RedisServer
 from gateway.testing.stack import PROJECT_ROOT, GatewayStack
 from gateway.testing.waiting import wait_until
@@ -53,6 +54,14 @@ def session_redis() -> RedisServer:
 @pytest.fixture(scope="session")
 def redis_server():
     return session_redis()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real Redis Cluster: 3 primaries and 3 replicas on loopback (started on first
+    use, a few seconds). Tests that kill a node start a cluster of their own."""
+    with RedisClusterServers(primaries=3, replicas=1) as servers:
+        yield servers
 
 
 def base_config(redis_server, db: int) -> dict:

@@ -189,7 +189,9 @@ def test_redis_unreachable_is_a_fast_503(redis_server):
     app = create_app({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "DEMO_TASKS": True})
     client = app.test_client()
     started = time.monotonic()
-    assert_error(client.post("/v1/tasks", json=VALID), 503, "store_unavailable")
+    response = client.post("/v1/tasks", json=VALID)
+    assert_error(response, 503, "store_unavailable")
+    assert response.headers["Retry-After"] == "1"
     assert_error(client.get("/v1/tasks/t-1/status"), 503, "store_unavailable")
     assert_error(client.get("/v1/tasks/health"), 503, "store_unavailable")
     assert time.monotonic() - started < 10  # a bound, not a benchmark: it must not hang
@@ -245,7 +247,9 @@ def test_redis_refusing_writes_is_a_503_not_a_500(client, redis_server):
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", "1")
     try:
-        assert_error(client.post("/v1/tasks", json=VALID), 503, "store_unavailable")
+        response = client.post("/v1/tasks", json=VALID)
+        assert_error(response, 503, "store_unavailable")
+        assert response.headers["Retry-After"] == "1"
     finally:
         admin.config_set("maxmemory", "0")
     assert client.post("/v1/tasks", json=VALID).status_code == 202

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, jsonify
 from marshmallow import ValidationError
+from redis.exceptions import AskError, ClusterError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from gateway.exceptions import GatewayError, StoreUnavailable
+from gateway.exceptions import GatewayError, StoreUnavailable, WriteNotReplicated
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -59,9 +59,23 @@ def _http_error(error: HTTPException):
     return response
 
 
+#: Seconds a 503 for an unavailable store asks the caller to wait (a Redis restart or a
+#: cluster failover takes about this to a few seconds).
+RETRY_AFTER_SECONDS = "1"
+
+
+def _unavailable(error: StoreUnavailable):
+    response = _gateway_error(error)
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
 def _redis_down(error: Exception):
+    # Also a Redis Cluster between a primary's failure and its replica's promotion:
+    # CLUSTERDOWN, TRYAGAIN, MOVED/ASK left after the client's bounded retries, or no
+    # node to read the slot map from (RedisClusterException, not a RedisError).
     log.warning("Redis unavailable: %s", error)
-    return _gateway_error(StoreUnavailable("The task store (Redis) is unavailable; try again shortly."))
+    return _unavailable(StoreUnavailable("The task store (Redis) is unavailable; try again shortly."))
 
 
 def _redis_refused(error: RedisError):
@@ -69,7 +83,7 @@ def _redis_refused(error: RedisError):
     # will not serve; callers should retry, as with an outage. Logged in full, as it may
     # also be our bug.
     log.error("Redis refused a command: %s", error, exc_info=error)
-    return _gateway_error(StoreUnavailable("The task store (Redis) refused the request; try again shortly."))
+    return _unavailable(StoreUnavailable("The task store (Redis) refused the request; try again shortly."))
 
 
 def _unexpected(error: Exception):
@@ -79,9 +93,12 @@ def _unexpected(error: Exception):
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(GatewayError, _gateway_error)
+    app.register_error_handler(WriteNotReplicated, _unavailable)
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(RedisConnectionError, _redis_down)
     app.register_error_handler(RedisTimeoutError, _redis_down)
+    for cluster_error in (ClusterError, TryAgainError, AskError, RedisClusterException):
+        app.register_error_handler(cluster_error, _redis_down)
     app.register_error_handler(RedisError, _redis_refused)
     app.register_error_handler(Exception, _unexpected)

@@ -108,6 +108,8 @@ class GatewayStack:
     ) -> None:
         self.root = Path(root)
         self.redis_url = redis_url
+        #: RQ's Redis: the store's unless the stack's settings name another.
+        self.queue_redis_url = (env or {}).get("GATEWAY_QUEUE_REDIS_URL") or redis_url
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "PYTHONPATH": str(self.root), "GATEWAY_REDIS_URL": redis_url, **(env or {})}
@@ -196,8 +198,9 @@ class GatewayStack:
     # -- Redis ---------------------------------------------------------------------
 
     def redis(self) -> redis.Redis:
-        """A new client of the stack's Redis (short timeouts: it may be down on purpose)."""
-        return redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=1)
+        """A new client of the stack's queue Redis (the store's too unless the settings
+        name another; short timeouts: it may be down on purpose)."""
+        return redis.Redis.from_url(self.queue_redis_url, socket_timeout=2, socket_connect_timeout=1)
 
     def registered_workers(self) -> int:
         """RQ workers registered in the stack's Redis (a ``flask worker`` registers two)."""
