@@ -226,6 +226,12 @@ def test_cluster_needs_a_queue_redis(redis_cluster):
     with pytest.raises(ConfigError, match="only database 0"):
         create_app({"REDIS_URL": redis_cluster.url.replace("/0", "/3"), "REDIS_CLUSTER": True,
                     "QUEUE_REDIS_URL": "redis://127.0.0.1:1/0"})  # fmt: skip
+    # The queue Redis may come from the node map's "*" instead; never the cluster itself.
+    create_app({"REDIS_URL": redis_cluster.url, "REDIS_CLUSTER": True,
+                "QUEUE_REDIS_URLS": '{"*": "redis://127.0.0.1:1/0"}'})  # fmt: skip
+    itself = f'{{"demo": "{redis_cluster.url}", "*": "redis://127.0.0.1:1/0"}}'
+    with pytest.raises(ConfigError, match="cannot be the Redis Cluster"):
+        create_app({"REDIS_URL": redis_cluster.url, "REDIS_CLUSTER": True, "QUEUE_REDIS_URLS": itself})
 
 
 def test_store_copy_moves_a_single_redis_deployment_to_the_cluster(cluster_app, redis_server):
