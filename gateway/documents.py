@@ -142,10 +142,18 @@ def stage_view_json(task_name: str, state: dict[str, Any], input_json: str | Non
     hit's time for a 100 KB payload. The other members are written one by one
     (``jsontext.scalar``): the same text as ``jsontext.dumps`` of the dict, in a fraction
     of its time."""
+    head, middle, tail = stage_view_parts(task_name, state)
+    return f"{head}{input_json or '{}'}{middle}{output_json or 'null'}{tail}"
+
+
+def stage_view_parts(task_name: str, state: dict[str, Any]) -> tuple[str, str, str]:
+    """The text of ``stage_view_json`` around the stored input and output: what comes
+    before the input, between input and output, and after the output. It depends on the
+    stage's facts only, so that a reuse hit's answer can keep it per stage."""
     return (
-        f'{{"task_name":{jsontext.scalar(task_name)},"status":{jsontext.scalar(state["status"])},'
-        f'"input_params":{input_json or "{}"},"output":{output_json or "null"},'
-        f'"error":{jsontext.scalar(state.get("error"))},"duration":{jsontext.scalar(state.get("duration"))}}}'
+        f'{{"task_name":{jsontext.scalar(task_name)},"status":{jsontext.scalar(state["status"])},"input_params":',
+        ',"output":',
+        f',"error":{jsontext.scalar(state.get("error"))},"duration":{jsontext.scalar(state.get("duration"))}}}',
     )
 
 
