@@ -99,9 +99,12 @@ def canonical_json(value: Any) -> str:
 
     Sorted keys make equal inputs equal strings, which the claim script compares.
     """
-    return jsontext.utf8_safe(
-        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    )
+    return jsontext.utf8_safe(_CANONICAL.encode(value))
+
+
+# Built once: ``json.dumps`` with options builds an encoder per call, a third of its time
+# for a small input (on every create, the reuse hit's included). Same text.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def ascii_canonical_json(value: Any, text: str) -> str | None:

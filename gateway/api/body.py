@@ -54,7 +54,8 @@ def _refuse_streamed_overflow(req: Request, raw: bytes, limit: int) -> None:
     parsed (400, or 202 when a JSON prefix fits). One more byte from the server's own
     stream (gunicorn ends it at the last chunk) tells a body that filled the limit exactly
     from one that goes on."""
-    if req.content_length is None and len(raw) >= limit and req.environ["wsgi.input"].read(1):
+    # The length first: reading the request's Content-Length costs a header lookup.
+    if len(raw) >= limit and req.content_length is None and req.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
 
 
