@@ -6,6 +6,8 @@ without gunicorn or sockets, on an embedded Redis: the same hit request as bench
 
 * CPU per request of this process and of Redis (``INFO cpu``) for hit and floor, in
   alternating rounds, and their difference: the extra work of a hit;
+* Python function calls per request of both (cProfile), which unlike CPU time do not
+  move with the machine's load;
 * a cProfile of the hit, by own time, and the calls the hit makes that the floor does
   not (the gateway's own modules, Lua scripts by their Redis time).
 
@@ -141,8 +143,15 @@ def main() -> int:
                 f"{floor_redis:.1f} us; extra {hit_py - floor_py:.1f} us Python + {hit_redis - floor_redis:.1f} us "
                 f"Redis; floor/hit {(floor_py + floor_redis) / (hit_py + hit_redis):.2f}"
             )
-            profile = cProfile.Profile()
-            profile.runcall(call, gateway, args.requests)
+            calls = {}
+            for name, app in (("floor", floor_app.app), ("hit", gateway)):
+                profile = cProfile.Profile()
+                profile.runcall(call, app, args.requests)
+                calls[name] = pstats.Stats(profile).total_calls / args.requests
+            print(
+                f"Python function calls per request (this loop's included): hit {calls['hit']:.0f}, "
+                f"floor {calls['floor']:.0f}"
+            )
             out = io.StringIO()
             stats = pstats.Stats(profile, stream=out)
             stats.sort_stats("tottime").print_stats(args.top)

@@ -42,7 +42,9 @@ def load_tokens(tokens: dict[str, str] | None) -> dict[bytes, str]:
 
 
 def authenticate() -> None:
-    """``before_request``: set ``g.tenant`` from the bearer token, or refuse with 401."""
+    """``before_request`` of the tasks blueprint when the app has tokens: set ``g.tenant``
+    from the bearer token, or refuse with 401. (Without tokens, ``g.tenant`` stays unset:
+    one unnamed tenant.)"""
     tokens: dict[bytes, str] = current_app.extensions["gateway.tokens"]
     g.tenant = None
     if not tokens or request.endpoint in OPEN_ENDPOINTS:
@@ -56,6 +58,11 @@ def authenticate() -> None:
     if tenant is None:
         raise Unauthorized("The API token is not valid.")
     g.tenant = tenant
+
+
+def requires_tokens(app: Flask) -> bool:
+    """Whether the app has API tokens, so that its ``/v1`` requests must authenticate."""
+    return bool(app.extensions.get("gateway.tokens"))
 
 
 def scoped(task_id: str) -> str:

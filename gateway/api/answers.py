@@ -7,6 +7,7 @@ Each answer's shape is the response schema of the same name in ``schemas``
 
 from __future__ import annotations
 
+from functools import lru_cache
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
@@ -44,30 +45,51 @@ def task_created(verdict: Verdict) -> Response:
     """``POST /v1/tasks``: 200 with the cached ``result`` for a completed hit, else 202.
 
     This is the reuse hit's answer, the path bench/run.py measures, so its text is
-    written piece by piece: the very text ``json.dumps`` (ASCII, compact) gives for
+    written rather than encoded: the very text ``json.dumps`` (ASCII, compact) gives for
     ``{task_id, status, message, reuse_info, callback_status}`` (``documents.reuse_info``,
-    the ``TaskCreated`` schema; tests/test_docs.py compares answers byte for byte), without
-    building and walking the dicts. A completed hit's ``result`` carries the stored input
-    and output as stored (``documents.stage_view_json``), spliced into the text rather
-    than decoded and encoded again."""
+    the ``TaskCreated`` schema; tests/test_hit_answer.py and tests/test_docs.py compare
+    answers byte for byte), without building and walking the dicts. A completed hit's
+    ``result`` carries the stored input and output as stored (``documents.stage_view_json``),
+    spliced into the text rather than decoded and encoded again, and the rest of its text
+    is written once per stage and verdict (``_completed_parts``)."""
     state = verdict.state
-    completed = state == "completed"
-    text = (
-        f'{{"task_id":{encode_basestring_ascii(verdict.task_id)},'
-        f'"status":"{"completed" if completed else "pending"}","message":{_MESSAGE_TEXT[state]},'
-        f'"reuse_info":{{"reuse_hit":{_LITERAL[verdict.hit]},"state":"{state}",'
-        f'"task_name":{encode_basestring_ascii(verdict.task_name)},"input_matches":{_LITERAL[verdict.input_matches]}'
-    )
-    if completed:
-        cached_at = documents.iso(verdict.cached_ms)
-        cached_text = _LITERAL[None] if cached_at is None else f'"{cached_at}"'
-        text += f',"source":"redis","cached_at":{cached_text}'
+    task_id_text = encode_basestring_ascii(verdict.task_id)
+    if state == "completed":
+        head, middle, tail = _completed_parts(
+            verdict.task_name, verdict.facts, verdict.input_matches, bool(verdict.delivery_id)
+        )
+        input_json, output_json = verdict.input_json or "{}", verdict.output_json or "null"
+        text = f'{{"task_id":{task_id_text},{head}{input_json}{middle}{output_json}{tail}'
+        return current_app.response_class(text, status=200, mimetype="application/json")
     callback_status = '"queued"' if verdict.delivery_id else "null"
-    text += f'}},"callback_status":{callback_status}'
-    if completed:
-        result = documents.stage_view_json(verdict.task_name, verdict.stage, verdict.input_json, verdict.output_json)
-        text += f',"result":{result}'
-    return current_app.response_class(text + "}\n", status=200 if completed else 202, mimetype="application/json")
+    text = (
+        f'{{"task_id":{task_id_text},"status":"pending","message":{_MESSAGE_TEXT[state]},'
+        f'"reuse_info":{{"reuse_hit":{_LITERAL[verdict.hit]},"state":"{state}",'
+        f'"task_name":{encode_basestring_ascii(verdict.task_name)},"input_matches":{_LITERAL[verdict.input_matches]}}},'
+        f'"callback_status":{callback_status}}}\n'
+    )
+    return current_app.response_class(text, status=202, mimetype="application/json")
+
+
+# Keyed by the stage's facts (which hold its finished time): the answers of one stage's
+# hits differ only in task_id, input and output. A few hundred bytes an entry.
+@lru_cache(maxsize=1024)
+def _completed_parts(task_name: str, facts: str, input_matches: bool | None, queued: bool) -> tuple[str, str, str]:
+    """A completed hit's answer after ``"task_id":...,``, around the stored input and
+    output: before the input, between input and output, after the output."""
+    stage = documents.stage_from_facts(facts)
+    cached_at = documents.iso(stage.get("finished_ms"))
+    cached_text = _LITERAL[None] if cached_at is None else f'"{cached_at}"'
+    callback_status = '"queued"' if queued else "null"
+    head, middle, tail = documents.stage_view_parts(task_name, stage)
+    return (
+        f'"status":"completed","message":{_MESSAGE_TEXT["completed"]},'
+        f'"reuse_info":{{"reuse_hit":true,"state":"completed",'
+        f'"task_name":{encode_basestring_ascii(task_name)},"input_matches":{_LITERAL[input_matches]},'
+        f'"source":"redis","cached_at":{cached_text}}},"callback_status":{callback_status},"result":{head}',
+        middle,
+        tail + "}\n",
+    )
 
 
 #: The ``message`` of a create answer that waited (``?wait=``) for the run to end.
