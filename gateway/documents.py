@@ -63,8 +63,6 @@ LIVE_STATUSES = frozenset({StageStatus.PENDING.value, StageStatus.RUNNING.value}
 STAGE_FIELD = "s:"
 INPUT_FIELD = "i:"
 OUTPUT_FIELD = "o:"
-#: A stage's facts, plain text (``lua/include/stage.lua``).
-FACTS_FIELD = "f:"
 
 
 # Cached: the reuse hits of one stage all show the same time (its cached_at).

@@ -120,10 +120,6 @@ class Store:
         ``policy`` is the caller's reuse policy as the script takes it (ARGV[12],
         ``schemas.claim_policy``): "" for the default."""
         input_json = documents.canonical_json(input_data)
-        if callback_url is None and not policy:
-            verdict = self._plain_completed_hit(task_id, task_name, input_data, input_json)
-            if verdict is not None:
-                return verdict
         # A stage stored before UTF-8 storage holds the ASCII form of the same input.
         ascii_json = documents.ascii_canonical_json(input_data, input_json) or ""
         token, delivery_id = _two_ids()  # about 1 us: cheaper than asking the script for them
@@ -161,46 +157,6 @@ class Store:
             delivery_id=delivery_id or None,
             delivery_due=due == "1",
             token=token,
-        )
-
-    def _plain_completed_hit(self, task_id: str, task_name: str, input_data: dict, input_json: str) -> Verdict | None:
-        """The completed plain hit, decided here from one ``HMGET`` instead of the claim
-        script, or None when the request is anything else (the script decides it).
-
-        It is the test of ``claim_stage.lua``'s plain path for a SUCCESS stage, made on the
-        same four fields read in one command (so as consistent as the script's read): the
-        latest request was plain and on this stage, the stored input is this one, the
-        output is not empty. Such a request writes nothing, so nothing needs the script's
-        atomicity, and it skips what only a claim needs: the script's 14 arguments, the
-        two random ids, the run's watch entry, and Redis's Lua call (about 10 us of its
-        CPU, as much as the command itself). PENDING and RUNNING stages are left to the
-        script, whose lease test needs Redis's clock. A miss pays this one read more."""
-        last_plain, facts, stored_input, stored_output = self.client.execute_command(
-            "HMGET",
-            keys.task_document(task_id),
-            "last_plain",
-            documents.FACTS_FIELD + task_name,
-            documents.INPUT_FIELD + task_name,
-            documents.OUTPUT_FIELD + task_name,
-        )
-        if last_plain != task_name or facts is None or not facts.startswith("SUCCESS") or stored_output == "{}":
-            return None
-        if stored_input != input_json:
-            # A stage stored before UTF-8 storage holds the ASCII form of the same input.
-            ascii_json = documents.ascii_canonical_json(input_data, input_json)
-            if ascii_json is None or stored_input != ascii_json:
-                return None
-        return Verdict(
-            task_id=public(task_id),
-            task_name=task_name,
-            state=documents.VerdictState.COMPLETED,
-            input_matches=True,
-            facts=facts,
-            input_json=stored_input,
-            output_json=stored_output or None,
-            delivery_id=None,
-            delivery_due=False,
-            token="",
         )
 
     def start(self, task_id: str, task_name: str, token: str) -> Started:

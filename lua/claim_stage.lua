@@ -44,8 +44,6 @@
   decodes meta and the stage (and so also serves documents stored before "f:" and
   "last_plain" existed; it writes both). An argument that changes the verdict of a plain
   repeat (such as a request not to reuse) must keep its requests off the plain path.
-  gateway/store.py decides the completed plain hit itself, before calling this script,
-  with the same test on the same HMGET (Store._plain_completed_hit): keep the two alike.
 
   Output: array
     [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
