@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from redis.exceptions import NoPermissionError, NoScriptError
 
 from gateway.exceptions import ScriptsNotLoaded
+from gateway.luasource import LUA_DIR, flattened_sources
 
 if TYPE_CHECKING:
     from redis import Redis
     from redis.commands.core import Script
 
-LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 LOAD_COMMAND = "flask --app wsgi scripts load"
 
 
@@ -23,8 +22,6 @@ LOAD_COMMAND = "flask --app wsgi scripts load"
 def read_sources() -> dict[str, str]:
     """Script name (file stem) → Lua source as Redis runs it (includes expanded), for
     every script in ``lua/`` (read once; see ``gateway.luasource``)."""
-    from gateway.luasource import flattened_sources  # kept in this body: scripts.py is being reshaped
-
     return flattened_sources(LUA_DIR)
 
 
