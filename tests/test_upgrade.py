@@ -1,0 +1,152 @@
+"""A zero-downtime upgrade of the web processes to new code, as docs/OPERATIONS.md
+("Upgrading the web processes") tells an operator to make it: releases in folders of their
+own, a ``current`` symlink that gunicorn runs from, USR2 to the master, TERM to the old one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import requests
+
+from gateway.embedded import free_port
+from gateway.version import __version__
+from tests.conftest import ROOT, STACK_DB, base_config, wait_until
+
+#: What a release folder holds: what gunicorn runs (no tests, no docs).
+RELEASE_FILES = ("gateway", "lua", "wsgi.py", "gunicorn.conf.py")
+NEW_VERSION = f"{__version__}+next"
+
+
+def _release(path: Path, version: str) -> Path:
+    """A copy of the checkout's code whose version (``/v1/tasks/health`` shows it) is ``version``."""
+    path.mkdir(parents=True)
+    for name in RELEASE_FILES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, path / name)
+    (path / "gateway" / "version.py").write_text(f'"""Test release."""\n\n__version__ = "{version}"\n')
+    return path
+
+
+def _point(link: Path, target: Path) -> None:
+    """Re-point ``link`` to ``target`` in one step (rename over the old link)."""
+    staged = link.with_name(link.name + ".new")
+    staged.symlink_to(target)
+    os.replace(staged, link)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A master whose parent died is reparented; until reaped it is a zombie.
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+class Traffic(threading.Thread):
+    """Creates tasks and asks for health without pause, each on a new connection, and
+    keeps every failure and each version that answered."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.stop = threading.Event()
+        self.failures: list[str] = []
+        self.versions: list[str] = []
+        self.answered = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            body = {"task_name": "demo.echo", "task_id": f"up-{uuid.uuid4().hex[:12]}", "input_data": {"n": 1}}
+            try:
+                created = requests.post(f"{self.base}/v1/tasks", json=body, timeout=10)
+                health = requests.get(f"{self.base}/v1/tasks/health", timeout=10)
+            except requests.RequestException as error:
+                self.failures.append(repr(error))
+                continue
+            if created.status_code != 202 or health.status_code != 200:
+                self.failures.append(f"{created.status_code} {health.status_code} {created.text[:200]}")
+                continue
+            self.answered += 1
+            self.versions.append(health.json()["version"])
+
+
+def test_usr2_then_term_of_the_old_master_swaps_the_code_without_a_failed_request(redis_server, tmp_path):
+    old = _release(tmp_path / "releases" / "old", __version__)
+    new = _release(tmp_path / "releases" / "new", NEW_VERSION)
+    current = tmp_path / "current"
+    current.symlink_to(old)
+    pidfile = tmp_path / "run" / "gateway.pid"
+    pidfile.parent.mkdir()
+    port = free_port()
+    env = {
+        **{name: value for name, value in os.environ.items() if name not in ("XDG_RUNTIME_DIR", "PYTHONPATH")},
+        "HOME": str(tmp_path),
+        # gunicorn starts the new master in $PWD when it names the folder it runs in:
+        # the symlink's path, so the new master finds the new release there.
+        "PWD": str(current),
+        "GATEWAY_PIDFILE": str(pidfile),
+        "GATEWAY_BIND": f"127.0.0.1:{port}",
+        "GATEWAY_WEB_WORKERS": "2",
+        "GATEWAY_REDIS_URL": base_config(redis_server, STACK_DB)["REDIS_URL"],
+        "GATEWAY_DEMO_TASKS": "true",
+    }
+    gunicorn = Path(sys.executable).with_name("gunicorn")  # USR2 execs the master's own argv again
+    master = subprocess.Popen(
+        [str(gunicorn), "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=current, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    new_master = None
+    traffic = Traffic(base)
+    try:
+        wait_until(lambda: _version(base) == __version__, timeout=20)
+        assert int(pidfile.read_text()) == master.pid
+        traffic.start()
+        wait_until(lambda: traffic.answered >= 20, timeout=20)
+
+        _point(current, new)  # deploy the new release
+        os.kill(int(pidfile.read_text()), signal.SIGUSR2)  # a new master, with the new code
+        second = pidfile.with_name(pidfile.name + ".2")
+        wait_until(second.exists, timeout=20)
+        new_master = int(second.read_text())
+        # Both masters serve the one socket until the new code answers.
+        wait_until(lambda: NEW_VERSION in traffic.versions, timeout=30)
+        os.kill(master.pid, signal.SIGTERM)  # the old master: its workers finish what they hold
+        assert master.wait(40) == 0
+        # The new master, promoted, takes the pidfile over.
+        wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == new_master, timeout=20)
+        settled = traffic.answered
+        wait_until(lambda: traffic.answered >= settled + 20, timeout=20)
+    finally:
+        traffic.stop.set()
+        traffic.join(20)
+        for pid in (master.pid, new_master):
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        master.wait(40)
+        if new_master is not None:
+            wait_until(lambda: not _alive(new_master), timeout=40)
+
+    assert traffic.failures == []
+    # Old code answered, then new code, and after the old master left, only new code.
+    assert traffic.versions[0] == __version__
+    assert set(traffic.versions[traffic.versions.index(NEW_VERSION) :]) <= {__version__, NEW_VERSION}
+    assert set(traffic.versions[-20:]) == {NEW_VERSION}
+
+
+def _version(base: str) -> str | None:
+    try:
+        return requests.get(f"{base}/v1/tasks/health", timeout=2).json()["version"]
+    except (requests.RequestException, ValueError):
+        return None
