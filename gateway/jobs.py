@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from flask import current_app
 
-from gateway import callbacks, documents, jsontext, leases, signing, tasks
-from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled
+from gateway import callbacks, documents, jsontext, leases, signing, tasks, warmstop
+from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled, WorkerStopping
 from gateway.queues import get_queues
 from gateway.runcontrol import RunControl
 from gateway.store import get_store
@@ -86,14 +86,17 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             tenant=tenant_of(task_id),
             _control=control,
         )
-        output_json, error = None, None
+        output_json, error, stopped = None, None, False
         started = time.perf_counter()
         with leases.keeper.hold(_renewal(store, task_id, task_name, token, control), store.run_lease_ms / 3000):
             try:
                 if handler is None:
                     raise LookupError(f"task {task_name!r} is not registered in this worker")
-                output = handler(json.loads(run.input_json), context)
+                with warmstop.limit.interruptible():
+                    output = handler(json.loads(run.input_json), context)
                 output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
+            except WorkerStopping:  # the worker is stopping and its limit is over
+                stopped = True
             # The handler's failure is the stage's result. RunCancelled (its run's claim is
             # gone) goes the same way: the finish below is refused and nothing is written.
             except (Exception, RunCancelled) as exc:
@@ -101,6 +104,8 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
                 log.info("stage %s/%s failed: %s", task_id, task_name, error)
         duration = round(time.perf_counter() - started, 6)
         control.close()  # the last progress reported is written before the run ends
+        if stopped:
+            return _hand_back(store, task_id, task_name, token)
 
         try:
             due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
@@ -114,6 +119,17 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             get_queues().enqueue_deliveries(task_id, task_name, due, result)
         watches.run_finished(task_id, task_name, deliveries_queued=bool(due))
         return status.value
+
+
+def _hand_back(store: Store, task_id: str, task_name: str, token: str) -> str:
+    """Queue an interrupted run again, for another worker (``warmstop``)."""
+    try:
+        new_token = store.hand_back(task_id, task_name, token)
+    except (ClaimLost, DocumentGone) as lost:
+        return f"discarded: {type(lost).__name__}"
+    get_queues().enqueue_run(task_id, task_name, new_token)
+    log.warning("stage %s/%s handed back to its queue: the worker is stopping", task_id, task_name)
+    return "handed back"
 
 
 def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:
