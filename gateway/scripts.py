@@ -33,10 +33,12 @@ class Scripts:
     load instead; both cases become ``ScriptsNotLoaded``, naming the operator command.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, sources: dict[str, str] | None = None) -> None:
+        """``sources``: name → Lua source, the gateway's own (``read_sources``) unless given
+        (another release's, in tests/test_upgrade.py)."""
         self._client = client
         self._scripts: dict[str, Script] = {
-            name: client.register_script(source) for name, source in read_sources().items()
+            name: client.register_script(source) for name, source in (sources or read_sources()).items()
         }
 
     def missing(self) -> list[str]:

@@ -1,6 +1,7 @@
-"""A zero-downtime upgrade of the web processes to new code, as docs/OPERATIONS.md
-("Upgrading the web processes") tells an operator to make it: releases in folders of their
-own, a ``current`` symlink that gunicorn runs from, USR2 to the master, TERM to the old one."""
+"""Upgrades as docs/OPERATIONS.md ("Upgrading") tells an operator to make them: new code
+in the web processes without a failed request (releases in folders of their own, a
+``current`` symlink that gunicorn runs from, USR2 to the master, TERM to the old one), and
+a release whose Lua scripts changed, old and new processes side by side on one Redis."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ import threading
 import uuid
 from pathlib import Path
 
+import redis
 import requests
 
+from gateway import create_app, scripts
 from gateway.embedded import free_port
+from gateway.store import get_store
 from gateway.version import __version__
+from gateway.worker import build_worker
 from tests.conftest import ROOT, STACK_DB, base_config, wait_until
+from tests.test_operations import create_least_privilege_user
 
 #: What a release folder holds: what gunicorn runs (no tests, no docs).
 RELEASE_FILES = ("gateway", "lua", "wsgi.py", "gunicorn.conf.py")
@@ -150,3 +156,79 @@ def _version(base: str) -> str | None:
         return requests.get(f"{base}/v1/tasks/health", timeout=2).json()["version"]
     except (requests.RequestException, ValueError):
         return None
+
+
+# -- a release whose Lua scripts changed -------------------------------------------------
+
+SCRIPTS_DB = 11
+
+
+def _next_release_sources() -> dict[str, str]:
+    """The scripts of a next release: each with a line more, so each has a new SHA (the
+    document layout is the same, as a release that changes a script must keep it readable)."""
+    return {name: source + "-- next release\n" for name, source in scripts.read_sources().items()}
+
+
+def _release_app(redis_server, url: str, sources: dict[str, str] | None = None):
+    """An app (web or worker process) of a release: the checkout's scripts or ``sources``."""
+    app = create_app({**base_config(redis_server, SCRIPTS_DB), "REDIS_URL": url, "QUEUE_REDIS_URL": url})
+    if sources is not None:
+        with app.app_context():
+            store = get_store()
+            store.scripts = scripts.Scripts(store.client, sources)
+    return app
+
+
+def _create(app, task_id: str) -> requests.Response:
+    body = {"task_name": "demo.echo", "task_id": task_id, "input_data": {"id": task_id}}
+    return app.test_client().post("/v1/tasks", json=body)
+
+
+def _work(app) -> None:
+    with app.app_context():
+        build_worker().work(burst=True, logging_level="WARNING")
+
+
+def test_old_and_new_script_shas_serve_one_redis_side_by_side(redis_server):
+    """A rolling upgrade on EVALSHA-only users: the operator loads the new release's
+    scripts first; then old and new processes each call their own SHAs, and each finishes
+    what the other started. After a Redis restart (the script cache is empty) both
+    releases' scripts must be loaded again while both run."""
+    admin = redis.Redis(port=redis_server.port, db=SCRIPTS_DB)
+    admin.flushdb()
+    create_least_privilege_user(admin, "gateway-up", "up-pass")
+    url = f"redis://gateway-up:up-pass@127.0.0.1:{redis_server.port}/{SCRIPTS_DB}"
+    old_sources, new_sources = scripts.read_sources(), _next_release_sources()
+    try:
+        admin.script_flush()
+        scripts.load_all(admin, old_sources)
+        old = _release_app(redis_server, url)
+        assert _create(old, "before").status_code == 202
+
+        # New processes started before their scripts are loaded: refused, the old ones go on.
+        new = _release_app(redis_server, url, new_sources)
+        refused = _create(new, "too-early")
+        assert refused.status_code == 503 and refused.json["error"]["code"] == "scripts_not_loaded"
+        assert _create(old, "meanwhile").status_code == 202
+
+        scripts.load_all(admin, new_sources)  # step 1 of the upgrade
+        _work(new)  # a new worker runs what the old web claimed
+        assert _create(new, "after").status_code == 202
+        _work(old)  # an old worker runs what the new web claimed
+        for app in (old, new):
+            for task_id in ("before", "meanwhile", "after"):
+                hit = _create(app, task_id)
+                assert hit.status_code == 200 and hit.json["reuse_info"]["state"] == "completed", hit.json
+                assert hit.json["result"]["output"] == {"id": task_id}
+
+        # Redis restarted during the upgrade: the new release's load alone leaves the old
+        # processes refused; loading the old release's too serves both.
+        admin.script_flush()
+        scripts.load_all(admin, new_sources)
+        assert _create(old, "restart-1").status_code == 503
+        assert _create(new, "restart-2").status_code == 202
+        scripts.load_all(admin, old_sources)
+        assert _create(old, "restart-1").status_code == 202
+    finally:
+        admin.acl_deluser("gateway-up")
+        admin.script_flush()  # the next test's clients load the checkout's scripts again
