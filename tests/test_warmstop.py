@@ -10,7 +10,10 @@ import time
 import pytest
 import redis
 
+from gateway.exceptions import ClaimLost
+from gateway.store import get_store
 from tests.conftest import Stack, wait_until
+from tests.test_reuse import create, stage_state
 
 STOP_DB = 14  # apart from the other stacks' databases: their workers must not take our jobs
 
@@ -96,3 +99,25 @@ def test_a_run_still_going_at_the_limit_is_handed_back_and_run_by_another_worker
     # run is not a lost one.
     runs = [line.split() for line in _lines(log)]
     assert len(runs) == 2 and runs[0][1] == runs[1][1] == "1" and runs[0][2] != runs[1][2]
+
+
+def test_a_handed_back_run_is_pending_under_a_new_claim_with_its_attempt(make_app, task_id, run_log):
+    app = make_app()
+    create(app.test_client(), task_id, "testing.count", {"log": run_log.path})
+    token = stage_state(app, task_id, "testing.count")["token"]
+    with app.app_context():
+        store = get_store()
+        store.start(task_id, "testing.count", token)
+        store.report_progress(task_id, "testing.count", token, (0.5, "half"))
+        new_token = store.hand_back(task_id, "testing.count", token)
+        state = stage_state(app, task_id, "testing.count")
+        assert (state["status"], state["token"], state["attempt"]) == ("PENDING", new_token, 1)
+        assert "lost" not in state and "progress" not in state and "started_ms" not in state
+        # The stopped handler's claim is void: it can neither finish nor hand back again.
+        with pytest.raises(ClaimLost):
+            store.finish(task_id, "testing.count", token, output_json="{}", error=None, duration=1.0)
+        with pytest.raises(ClaimLost):
+            store.hand_back(task_id, "testing.count", token)
+        # Only a RUNNING run is handed back.
+        with pytest.raises(ClaimLost):
+            store.hand_back(task_id, "testing.count", new_token)
