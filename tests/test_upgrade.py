@@ -14,6 +14,7 @@ import threading
 import uuid
 from pathlib import Path
 
+import pytest
 import redis
 import requests
 
@@ -23,6 +24,7 @@ from gateway.store import get_store
 from gateway.version import __version__
 from gateway.worker import build_worker
 from tests.conftest import ROOT, STACK_DB, base_config, wait_until
+from tests.test_deploy import Nginx
 from tests.test_operations import create_least_privilege_user
 
 #: What a release folder holds: what gunicorn runs (no tests, no docs).
@@ -63,9 +65,10 @@ class Traffic(threading.Thread):
     """Creates tasks and asks for health without pause, each on a new connection, and
     keeps every failure and each version that answered."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, *, keep_alive: bool = False) -> None:
         super().__init__(daemon=True)
         self.base = base
+        self.http = requests.Session() if keep_alive else requests
         self.stop = threading.Event()
         self.failures: list[str] = []
         self.versions: list[str] = []
@@ -75,8 +78,8 @@ class Traffic(threading.Thread):
         while not self.stop.is_set():
             body = {"task_name": "demo.echo", "task_id": f"up-{uuid.uuid4().hex[:12]}", "input_data": {"n": 1}}
             try:
-                created = requests.post(f"{self.base}/v1/tasks", json=body, timeout=10)
-                health = requests.get(f"{self.base}/v1/tasks/health", timeout=10)
+                created = self.http.post(f"{self.base}/v1/tasks", json=body, timeout=10)
+                health = self.http.get(f"{self.base}/v1/tasks/health", timeout=10)
             except requests.RequestException as error:
                 self.failures.append(repr(error))
                 continue
@@ -87,7 +90,10 @@ class Traffic(threading.Thread):
             self.versions.append(health.json()["version"])
 
 
-def test_usr2_then_term_of_the_old_master_swaps_the_code_without_a_failed_request(redis_server, tmp_path):
+@pytest.mark.parametrize("through", ["gunicorn", "nginx"])
+def test_usr2_then_term_of_the_old_master_swaps_the_code_without_a_failed_request(redis_server, tmp_path, through):
+    """Straight to gunicorn, each request on a new connection; through the shipped nginx,
+    on one keep-alive connection to nginx, which keeps its own to gunicorn."""
     old = _release(tmp_path / "releases" / "old", __version__)
     new = _release(tmp_path / "releases" / "new", NEW_VERSION)
     current = tmp_path / "current"
@@ -112,11 +118,14 @@ def test_usr2_then_term_of_the_old_master_swaps_the_code_without_a_failed_reques
         [str(gunicorn), "-c", "gunicorn.conf.py", "wsgi:app"],
         cwd=current, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    new_master = None
-    traffic = Traffic(base)
+    direct = base = f"http://127.0.0.1:{port}"
+    new_master = nginx = traffic = None
     try:
-        wait_until(lambda: _version(base) == __version__, timeout=20)
+        wait_until(lambda: _version(direct) == __version__, timeout=20)
+        if through == "nginx":
+            nginx = Nginx(port)
+            base = nginx.base
+        traffic = Traffic(base, keep_alive=through == "nginx")
         assert int(pidfile.read_text()) == master.pid
         traffic.start()
         wait_until(lambda: traffic.answered >= 20, timeout=20)
@@ -126,8 +135,9 @@ def test_usr2_then_term_of_the_old_master_swaps_the_code_without_a_failed_reques
         second = pidfile.with_name(pidfile.name + ".2")
         wait_until(second.exists, timeout=20)
         new_master = int(second.read_text())
-        # Both masters serve the one socket until the new code answers.
-        wait_until(lambda: NEW_VERSION in traffic.versions, timeout=30)
+        # Both masters serve the one socket until the new code answers a new connection
+        # (nginx keeps its connections to the old workers until they close them).
+        wait_until(lambda: _version(direct) == NEW_VERSION, timeout=30)
         os.kill(master.pid, signal.SIGTERM)  # the old master: its workers finish what they hold
         assert master.wait(40) == 0
         # The new master, promoted, takes the pidfile over.
@@ -135,8 +145,11 @@ def test_usr2_then_term_of_the_old_master_swaps_the_code_without_a_failed_reques
         settled = traffic.answered
         wait_until(lambda: traffic.answered >= settled + 20, timeout=20)
     finally:
-        traffic.stop.set()
-        traffic.join(20)
+        if traffic is not None:
+            traffic.stop.set()
+            traffic.join(20)
+        if nginx is not None:
+            nginx.stop()
         for pid in (master.pid, new_master):
             if pid is not None and _alive(pid):
                 os.kill(pid, signal.SIGTERM)
