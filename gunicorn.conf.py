@@ -29,8 +29,13 @@ timeout = 30
 graceful_timeout = 30
 # Behind nginx: keep upstream connections a little longer than nginx's keepalive_timeout.
 keepalive = 75
-# Create the app once in the master; workers fork with it loaded.
+# Create the app once in the master; workers fork with it loaded. So SIGHUP (new workers
+# forked from the same master) keeps the old code: new code takes a new master, USR2 then
+# TERM to the old one (docs/OPERATIONS.md, "Upgrading").
 preload_app = True
+# The master's pid, for that upgrade (USR2 writes the new master's to "<pidfile>.2" until
+# the old master has gone). gunicorn's own --pid overrides it.
+pidfile = os.environ.get("GATEWAY_PIDFILE") or None
 # Off by default: the app writes one line per request with more in it (request id,
 # verdict, task, tenant: gateway/api/requestlog.py), and gunicorn's line cost 10-20% of a
 # reuse hit (bench/run.py). GATEWAY_ACCESS_LOG=- turns it on (through the handler below).

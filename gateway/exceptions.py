@@ -119,6 +119,12 @@ class RunCancelled(BaseException):
     Exception`` does not swallow it by mistake; ``jobs.run_stage`` catches it."""
 
 
+class WorkerStopping(BaseException):
+    """Raised in a handler whose worker was asked to stop (SIGTERM) and waited
+    ``GATEWAY_WORKER_STOP_SECONDS`` for it, or was asked twice: the run is handed back to
+    its queue (``gateway.warmstop``). A ``BaseException`` for the reason RunCancelled is."""
+
+
 class DocumentGone(Exception):
     """The task document expired or was deleted; late writes must not recreate it."""
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from flask import current_app
 from rq import get_current_job
 
-from gateway import callbacks, documents, jsontext, leases, logs, signing, tasks
-from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled
+from gateway import callbacks, documents, jsontext, leases, logs, signing, tasks, warmstop
+from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled, WorkerStopping
 from gateway.queues import get_queues, request_id_of
 from gateway.recent import get_recent
 from gateway.runcontrol import RunControl
@@ -111,20 +111,25 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
             tenant=tenant_of(task_id),
             _control=control,
         )
-        output_json, error = None, None
+        output_json, error, stopped = None, None, False
         started = time.perf_counter()
         with leases.keeper.hold(_renewal(store, task_id, task_name, token, control), store.run_lease_ms / 3000):
             try:
                 if handler is None:
                     raise LookupError(f"task {task_name!r} is not registered in this worker")
-                output = handler(json.loads(run.input_json), context)
+                with warmstop.limit.interruptible():
+                    output = handler(json.loads(run.input_json), context)
                 output_json = _output_json(output, current_app.config["MAX_OUTPUT_BYTES"])
+            except WorkerStopping:  # the worker is stopping and its limit is over
+                stopped = True
             # The handler's failure is the stage's result. RunCancelled (its run's claim is
             # gone) goes the same way: the finish below is refused and nothing is written.
             except (Exception, RunCancelled) as exc:
                 error = safe_text(f"{type(exc).__name__}: {exc}")
         duration = round(time.perf_counter() - started, 6)
         control.close()  # the last progress reported is written before the run ends
+        if stopped:
+            return _hand_back(store, task_id, task_name, token)
 
         fields["duration_ms"] = round(duration * 1000, 3)
         try:
@@ -156,6 +161,18 @@ _TRY_OUTCOME = {
     documents.DeliveryStatus.QUEUED: "retry",
     documents.DeliveryStatus.FAILED: "failed",
 }
+
+
+def _hand_back(store: Store, task_id: str, task_name: str, token: str) -> str:
+    """Queue an interrupted run again, for another worker (``warmstop``)."""
+    try:
+        new_token = store.hand_back(task_id, task_name, token)
+    except (ClaimLost, DocumentGone) as lost:
+        return f"discarded: {type(lost).__name__}"
+    get_queues().enqueue_run(task_id, task_name, new_token)
+    fields = {"task_id": task_id, "task_name": task_name}
+    log.warning("run handed back to its queue: the worker is stopping", extra=fields)
+    return "handed back"
 
 
 def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, try_number: int = 1) -> str:

@@ -12,15 +12,30 @@ that may only ``EVALSHA`` then depends on every process computing the same SHA. 
 files are read as UTF-8 whatever the locale, line ends are ``\\n``, scripts are taken in
 sorted order and nothing about the run (time, path, host) enters the text. Files in
 ``lua/include/`` are not scripts of their own: they are never loaded and have no SHA.
+
+Where the files are: the top-level ``lua/`` of a checkout, or, in an installed wheel,
+``gateway/lua/`` (package data: pyproject.toml maps ``lua/`` there), so the same bytes
+and the same SHAs either way (tests/test_install.py).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from importlib import resources
 from pathlib import Path
 
-LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+
+def _lua_dir() -> Path:
+    """``gateway/lua/`` when the package carries it (an installed wheel), else ``lua/``
+    beside the package (a checkout, where ``gateway/lua/`` never exists)."""
+    packaged = resources.files("gateway") / "lua"
+    if isinstance(packaged, Path) and packaged.is_dir():  # pip installs wheels unzipped
+        return packaged
+    return Path(__file__).resolve().parent.parent / "lua"
+
+
+LUA_DIR = _lua_dir()
 INCLUDE_DIR = "include"
 
 # ``--- @include "name"`` or ``--- @include name``; a name is a file stem in lua/include/.

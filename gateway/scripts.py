@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from redis.cluster import RedisCluster
@@ -20,12 +19,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.exceptions import ScriptsNotLoaded, WriteNotReplicated
+from gateway.luasource import LUA_DIR, flattened_sources
 
 if TYPE_CHECKING:
     from redis import Redis
     from redis.commands.core import Script
 
-LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 LOAD_COMMAND = "flask --app wsgi scripts load"
 
 
@@ -33,8 +32,6 @@ LOAD_COMMAND = "flask --app wsgi scripts load"
 def read_sources() -> dict[str, str]:
     """Script name (file stem) → Lua source as Redis runs it (includes expanded), for
     every script in ``lua/`` (read once; see ``gateway.luasource``)."""
-    from gateway.luasource import flattened_sources  # kept in this body: scripts.py is being reshaped
-
     return flattened_sources(LUA_DIR)
 
 
@@ -46,10 +43,12 @@ class Scripts:
     load instead; both cases become ``ScriptsNotLoaded``, naming the operator command.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, sources: dict[str, str] | None = None) -> None:
+        """``sources``: name → Lua source, the gateway's own (``read_sources``) unless given
+        (another release's, in tests/test_upgrade.py)."""
         self._client = client
         self._scripts: dict[str, Script] = {
-            name: client.register_script(source) for name, source in read_sources().items()
+            name: client.register_script(source) for name, source in (sources or read_sources()).items()
         }
 
     def missing(self) -> list[str]:

@@ -174,6 +174,19 @@ class Store:
             raise outcome_error(result[0], task_id)
         return Started.parse(result)
 
+    def hand_back(self, task_id: str, task_name: str, token: str) -> str:
+        """Make a RUNNING run PENDING again under a new claim token, which it returns, for
+        the caller to enqueue (``lua/hand_back_run.lua``). Raises ClaimLost/DocumentGone."""
+        new_token, _ = _two_ids()
+        result = self.scripts(
+            "hand_back_run",
+            [keys.task_document(task_id)],
+            [task_name, token, new_token, self.queue_lease_ms, self.ttl],
+        )
+        if result[0] != Outcome.OK:
+            raise outcome_error(result[0], task_id)
+        return new_token
+
     def reap(self, task_id: str, task_name: str, max_lost: int) -> Reaped:
         """Re-claim or fail a run whose lease is over (``lua/reap_run.lua``)."""
         result = self.scripts(

@@ -21,7 +21,7 @@ from rq.scheduler import RQScheduler
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from gateway import tasks
+from gateway import tasks, warmstop
 from gateway.backoff import wait_for_redis
 from gateway.connections import connect, get_connections
 from gateway.deliveryproc import DeliveryProcess, die_with_parent
@@ -86,6 +86,9 @@ class GatewayWorker(SimpleWorker):
         self.scheduled_queue_names: list[str] | None = None
         #: Told of each SIGTERM/SIGINT the worker gets (the command's delivery process).
         self.on_stop_signal: Callable[[int], None] | None = None
+        #: How long a run may go on once the worker is asked to stop (``warmstop``); None:
+        #: RQ's warm stop, which waits for it however long it takes.
+        self.stop_seconds: float | None = None
         self._beat_ttl: int | None = None
         self._next_beat = 0.0
         self._next_suspension_check = 0.0
@@ -116,11 +119,16 @@ class GatewayWorker(SimpleWorker):
     def request_stop(self, signum, frame) -> None:
         if self.on_stop_signal is not None:
             self.on_stop_signal(signum)
+        if self.stop_seconds is not None and self.get_state() == WorkerStatus.BUSY:
+            warmstop.limit.arm(self.stop_seconds)
         super().request_stop(signum, frame)
 
     def request_force_stop(self, signum, frame) -> None:
         if self.on_stop_signal is not None:
             self.on_stop_signal(signum)
+        # A run's handler is stopped and the run handed back (the worker then exits as
+        # after a warm stop); anything else takes RQ's cold stop.
+        warmstop.limit.interrupt_now()
         super().request_force_stop(signum, frame)
 
     def _start_scheduler(
@@ -241,7 +249,7 @@ def build_worker(queue_names: list[str] | None = None, server: QueueRedis | None
     # dequeue (415 s), and on the app's shared client the sweeper, lease renewals and
     # delivery enqueues of this process would then wait that long on a hung Redis.
     connection = connect(server.url, current_app.config, decode_responses=False)
-    return GatewayWorker(
+    worker = GatewayWorker(
         [make_queue(name, connection) for name in names],
         connection=connection,
         # JSON jobs of the gateway's own functions only (gateway.jobguard).
@@ -251,6 +259,8 @@ def build_worker(queue_names: list[str] | None = None, server: QueueRedis | None
         # maintenance pass: every 30 s rather than RQ's 10 minutes.
         maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
     )
+    worker.stop_seconds = float(current_app.config["WORKER_STOP_SECONDS"])
+    return worker
 
 
 def _asked_to_stop(worker: GatewayWorker) -> bool:

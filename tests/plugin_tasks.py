@@ -98,3 +98,16 @@ def progress_burst(input_data: dict, ctx) -> dict:
     fraction, message = input_data["last"]
     ctx.progress(fraction, message)
     return {"reports": reports + 1}
+
+
+@task("testing.slow_first")
+def slow_first(input_data: dict, ctx) -> dict:
+    """Sleep ``input_data.seconds`` on the stage's first run only (the file
+    ``input_data.marker`` says a run started before), appending one line per run to
+    ``input_data.log``: a run that a stopping worker hands back ends quickly next time."""
+    with open(input_data["log"], "a") as log:
+        log.write(f"{ctx.task_id} {ctx.attempt} {os.getpid()}\n")
+    if not os.path.exists(input_data["marker"]):
+        open(input_data["marker"], "w").close()
+        time.sleep(float(input_data["seconds"]))
+    return {"done": True}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from gateway import runcontrol
 from gateway.exceptions import RunCancelled as RunCancelled  # handlers import it from here
+from gateway.exceptions import WorkerStopping as WorkerStopping  # and this one
 
 if TYPE_CHECKING:
     from gateway.runcontrol import RunControl

@@ -74,7 +74,7 @@ class Process:
     def stop(self, timeout: float = 15) -> None:
         """A graceful stop (gunicorn and RQ finish their work on SIGTERM), then SIGKILL to
         whatever of the group is left, so that nothing outlives the caller. SIGTERM is
-        sent once: a second one makes RQ's shutdown cold (it kills the running job)."""
+        sent once: a second one makes a worker hand its run back at once (``warmstop``)."""
         if not self.stopped:
             self.terminate()
         if not self.wait(timeout):
