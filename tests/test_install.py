@@ -87,6 +87,15 @@ def test_every_package_of_the_checkout_is_in_the_wheel(wheel):
         assert f"{package.relative_to(ROOT)}/__init__.py" in names, f"add {package.name} to pyproject's packages"
 
 
+def test_every_console_template_and_asset_is_in_the_wheel(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    console = ROOT / "gateway" / "console"
+    files = [*(console / "templates").rglob("*.html"), *(console / "static").iterdir()]
+    assert files
+    for path in files:
+        assert str(path.relative_to(ROOT)) in names, f"add {path.name} to pyproject's package-data"
+
+
 def test_installed_package_loads_the_same_scripts_against_redis(installed, tmp_path, redis_server):
     url = f"redis://127.0.0.1:{redis_server.port}/7"
     code = (
