@@ -4,6 +4,16 @@ overridden on the command line or with GUNICORN_CMD_ARGS."""
 import multiprocessing
 import os
 
+from gateway import metricsdir
+
+# Prometheus counters of every web process in one folder (prometheus_client's
+# multiprocess mode): a process that dies keeps its counts there and /metrics, in any
+# process, adds them all up. Set here, in the master, before it loads the app (the
+# library picks its mode at import); the folder is PROMETHEUS_MULTIPROC_DIR when given
+# (shared with workers on this host), else a private one. The files of processes that
+# are gone are removed now, once per master start, never at a worker's start.
+metrics_dir = metricsdir.for_gunicorn_master()
+
 bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8788")
 # Requests are short and CPU-bound in Python: processes, not threads, use the cores
 # (bench/run.py: 4 processes x 2 threads served about twice what 2 x 4 did on 2 cores,
@@ -60,3 +70,14 @@ def on_starting(server):
         return  # the app names the bad variable and stops
     if not tokens:
         server.log.warning(tenancy.OPEN_API_WARNING)
+
+
+def child_exit(server, worker):
+    """In the master, for each web process that ended (or was killed): the library's
+    bookkeeping; its counters stay in the folder."""
+    metricsdir.process_dead(worker.pid)
+
+
+def on_exit(server):
+    """The master's exit: its workers' files go; a private folder goes with its last master."""
+    metricsdir.master_exit()

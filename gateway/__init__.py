@@ -20,7 +20,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from flask import Flask
 
     from gateway import api, cli, config, connections, queues, signing, stage_ends, store, tasks, tenancy, watches
-    from gateway.api import jsonio
+    from gateway.api import jsonio, monitoring
 
     app = Flask(__name__)
     # Reading app.logger installs Flask's handler (with a time) on the "gateway" logger,
@@ -38,5 +38,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     tenancy.init_app(app)
     signing.init_app(app)
     api.init_app(app)
+    monitoring.init_app(app)
     cli.init_app(app)
     return app

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from flask import current_app
 
-from gateway import callbacks, documents, jsontext, leases, signing, tasks
+from gateway import callbacks, documents, jsontext, leases, metrics, signing, tasks
 from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled
 from gateway.queues import get_queues
 from gateway.runcontrol import RunControl
@@ -29,6 +29,13 @@ if TYPE_CHECKING:
     from gateway.store import Store
 
 log = logging.getLogger(__name__)
+
+#: A try's recorded status → its outcome in ``gateway_delivery_tries_total``.
+_TRY_OUTCOMES = {
+    documents.DeliveryStatus.SENT: "sent",
+    documents.DeliveryStatus.QUEUED: "retry",
+    documents.DeliveryStatus.FAILED: "failed",
+}
 
 
 def _renewal(store: Store, task_id: str, task_name: str, token: str, control: RunControl) -> Callable[[], bool]:
@@ -76,6 +83,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
 
         watches = get_watches()
         watches.run_started(task_id, task_name)
+        metrics.run_started(task_name)
         handler = tasks.get_handler(task_name)
         control = RunControl(functools.partial(store.report_progress, task_id, task_name, token), leases.keeper)
         # The caller's own id: the store id's tenant prefix is the gateway's business.
@@ -105,8 +113,10 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         try:
             due = store.finish(task_id, task_name, token, output_json=output_json, error=error, duration=duration)
         except (ClaimLost, DocumentGone) as lost:
+            metrics.run_ended(task_name, "discarded", duration)
             return f"discarded: {type(lost).__name__}"
         status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
+        metrics.run_ended(task_name, "failed" if error else "success", duration)
         if due:
             result = documents.stage_view(
                 task_name, {"status": status.value, "error": error, "duration": duration}, run.input_json, output_json
@@ -123,10 +133,12 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
         store = get_store()
         entry = store.delivery_record(task_id, task_name, delivery_id)
         if entry is None:
+            metrics.delivery_tried("gone")
             return "gone"
         if entry["status"] != documents.DeliveryStatus.QUEUED or entry.get("attempts", 0) >= try_number:
             return "already done"  # a duplicate job for a try that was made
 
+        sending = time.perf_counter()
         try:
             body = callbacks.dumps(callbacks.payload(task_id, task_name, entry, json.loads(result_json)))
             outcome = callbacks.post(
@@ -142,6 +154,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             # the result that the sweeper sends again and again.
             log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
             outcome = callbacks.TryOutcome(False, error=f"internal error: {type(error).__name__}: {error}")
+        took = time.perf_counter() - sending
         status, delay = callbacks.next_try(
             outcome,
             # A delivery sent again (resend) starts its retry schedule again.
@@ -158,6 +171,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             status_code=outcome.status_code,
             error=safe_text(outcome.error) if outcome.error else None,
         )
+        metrics.delivery_tried(_TRY_OUTCOMES[status], took)
         if status != documents.DeliveryStatus.QUEUED:
             get_watches().forget_delivery(task_id, task_name, delivery_id)
         else:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import current_app
+from redis.exceptions import RedisError
 
-from gateway import documents
+from gateway import documents, metrics
 from gateway.queues import get_queues
 from gateway.replies import Outcome
 from gateway.store import get_store
@@ -61,6 +62,10 @@ def sweep_once() -> SweepReport:
     for task_id, task_name, delivery_id in watches.due_deliveries(now_ms, BATCH):
         report.deliveries_checked += 1
         _check_delivery(task_id, task_name, delivery_id, report)
+    metrics.sweeper_acted("rerun", report.runs_rerun)
+    metrics.sweeper_acted("failed_lost", report.runs_failed)
+    metrics.sweeper_acted("requeued_run", report.runs_requeued)
+    metrics.sweeper_acted("resent_delivery", report.deliveries_requeued)
     return report
 
 
@@ -146,7 +151,9 @@ class SweeperThread(threading.Thread):
                     report = sweep_once()
                 for action in report.actions:
                     log.warning("sweeper: %s", action)
-            except Exception:  # Redis down: try again next interval
+            except Exception as error:  # Redis down: try again next interval
+                if isinstance(error, RedisError):
+                    metrics.redis_error("sweeper", error)
                 log.warning("sweep failed", exc_info=True)
 
     def stop(self) -> None:

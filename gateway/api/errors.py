@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from gateway import metrics
 from gateway.exceptions import GatewayError, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def _http_error(error: HTTPException):
 
 def _redis_down(error: Exception):
     log.warning("Redis unavailable: %s", error)
+    metrics.redis_error("request", error)
     return _gateway_error(StoreUnavailable("The task store (Redis) is unavailable; try again shortly."))
 
 
@@ -69,6 +71,7 @@ def _redis_refused(error: RedisError):
     # will not serve; callers should retry, as with an outage. Logged in full, as it may
     # also be our bug.
     log.error("Redis refused a command: %s", error, exc_info=error)
+    metrics.redis_error("request", error)
     return _gateway_error(StoreUnavailable("The task store (Redis) refused the request; try again shortly."))
 
 
