@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 
+import redis
 import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,6 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.embedded import free_port
 from tests.conftest import Stack, wait_until
 
+#: A database of the session Redis for these stacks alone: the session stack's workers
+#: (database 1) must not take their jobs, whose counts are checked here.
+DB = 14
 METRICS_TOKEN = "scrape-token-0123456789"
 API_TOKEN = "an-api-token-of-some-length-0123"
 
@@ -113,6 +117,11 @@ def test_metrics_need_no_api_token_unless_the_operator_set_a_metrics_token(make_
 # -- real processes ------------------------------------------------------------------------
 
 
+def own_stack(redis_server, tmp_path, workers: int, env: dict) -> Stack:
+    redis.Redis(port=redis_server.port, db=DB).flushdb()
+    return Stack(redis_server, tmp_path, workers=workers, db=DB, env=env)
+
+
 def web_worker_pids(master_pid: int) -> set[int]:
     found = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
     return {int(pid) for pid in found}
@@ -136,7 +145,7 @@ def healthz_counts_by_process(folder) -> dict[int, float]:
 def test_a_killed_web_process_takes_no_count_with_it(redis_server, tmp_path):
     folder = tmp_path / "metrics"
     env = {"GATEWAY_WEB_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(folder)}
-    stack = Stack(redis_server, tmp_path, workers=0, env=env)
+    stack = own_stack(redis_server, tmp_path, 0, env)
     try:
         for _ in range(40):
             assert requests.get(stack.base + "/healthz", timeout=5).status_code == 200
@@ -164,7 +173,7 @@ def test_a_killed_web_process_takes_no_count_with_it(redis_server, tmp_path):
 
 def test_runs_and_deliveries_of_a_worker_sharing_the_folder_show_in_the_web_metrics(redis_server, tmp_path, receiver):
     folder = tmp_path / "metrics"
-    stack = Stack(redis_server, tmp_path, workers=1, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)})
+    stack = own_stack(redis_server, tmp_path, 1, {"PROMETHEUS_MULTIPROC_DIR": str(folder)})
     try:
         body = {"task_name": "demo.echo", "task_id": "m-1", "input_data": {"a": 1}, "callback": receiver.url()}
         assert stack.post(body).status_code == 202
@@ -181,7 +190,9 @@ def test_runs_and_deliveries_of_a_worker_sharing_the_folder_show_in_the_web_metr
         assert value(text, "gateway_run_duration_seconds_count", task_name="demo.echo") == 1
         assert value(text, "gateway_delivery_duration_seconds_count") == 1
         assert value(text, "gateway_reuse_verdicts_total", state="miss") == 1
-        assert value(text, "gateway_queue_workers", queue="demo") >= 1
+        assert value(text, "gateway_queue_workers", queue="demo") == 1
+        # A real `flask worker` serves every queue: the gateway is ready.
+        assert requests.get(stack.base + "/readyz", timeout=10).status_code == 200
     finally:
         stack.stop()
 
@@ -189,11 +200,8 @@ def test_runs_and_deliveries_of_a_worker_sharing_the_folder_show_in_the_web_metr
 def test_a_worker_serves_its_own_metrics_on_its_port(redis_server, tmp_path, receiver):
     port = free_port()
     receiver.responses.append((500, {}))  # one retry, then sent
-    stack = Stack(
-        redis_server,
-        tmp_path,
-        workers=1,
-        env={"GATEWAY_METRICS_PORT": str(port), "GATEWAY_METRICS_TOKEN": METRICS_TOKEN},
+    stack = own_stack(
+        redis_server, tmp_path, 1, {"GATEWAY_METRICS_PORT": str(port), "GATEWAY_METRICS_TOKEN": METRICS_TOKEN}
     )
     try:
         body = {"task_name": "demo.echo", "task_id": "m-2", "input_data": {}, "callback": receiver.url()}
@@ -218,7 +226,7 @@ def test_a_worker_serves_its_own_metrics_on_its_port(redis_server, tmp_path, rec
 
 def test_gunicorn_makes_and_removes_a_private_folder_when_none_is_given(redis_server, tmp_path):
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-    stack = Stack(redis_server, tmp_path / "logs", workers=0, env={"TMPDIR": str(tmp_path)})
+    stack = own_stack(redis_server, tmp_path / "logs", 0, {"TMPDIR": str(tmp_path)})
     try:
         folders = list(tmp_path.glob("gateway-metrics-*"))
         assert len(folders) == 1
