@@ -81,3 +81,11 @@ def child_exit(server, worker):
 def on_exit(server):
     """The master's exit: its workers' files go; a private folder goes with its last master."""
     metricsdir.master_exit()
+
+
+def worker_exit(server, worker):
+    """In a web process that stops gracefully: its last second of request counts
+    (``metrics.RequestTally``), which its flush thread would not get to write."""
+    from gateway import metrics
+
+    metrics.TALLY.flush()

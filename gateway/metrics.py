@@ -6,14 +6,15 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn's config, the quickstart, a work
 that folder and a scrape adds them up; without it (``flask run``, the tests' in-process
 apps) a process counts in memory and shows its own counts.
 
-Counting is on the request path, the reuse hit's included, so the labelled children are
-built once and kept in dicts: a request costs two dict lookups and three increments
-(measured in docs/OPERATIONS.md). Queue depths are not counted but read at scrape time
+Counting is on the request path, the reuse hit's included: a request adds to plain
+numbers (``RequestTally``), moved into the metrics once a second (measured in
+bench/metrics_cost.py and docs/OPERATIONS.md). Queue depths are not counted but read at scrape time
 (``QueueDepths``), one pipelined round trip per queue Redis.
 """
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import threading
 import time
@@ -109,44 +110,106 @@ class _Children(dict):
         return child
 
 
-#: state → the verdict counter's child; ``count_verdict`` is one lookup and one increment.
-_verdicts = _Children(lambda state: VERDICTS.labels(str(state)))
 _delivery_tries = _Children(lambda outcome: DELIVERY_TRIES.labels(outcome))
 _sweeper_actions = _Children(lambda action: SWEEPER_ACTIONS.labels(action))
 
+#: How often a process moves what its requests counted into the shared folder.
+FLUSH_SECONDS = 1.0
 
-def count_verdict(state: str) -> None:
-    _verdicts[state].inc()
+
+class _RouteTally:
+    __slots__ = ("statuses", "buckets", "seconds")
+
+    def __init__(self, buckets: int) -> None:
+        self.statuses: dict[int, int] = {}
+        self.buckets = [0] * buckets
+        self.seconds = 0.0
 
 
-class RequestCounter:
-    """Counts each answered request: ``started(environ)`` at the start (a WSGI wrapper),
-    ``answered(rule, status, environ)`` from the app's one ``after_request`` hook.
+class RequestTally:
+    """The per-request counts (requests, latency, verdicts) of one process, kept as plain
+    numbers under one lock and moved into the Prometheus metrics every ``FLUSH_SECONDS``
+    by a thread, and before each scrape this process answers.
 
-    Children by route then status, nested so that no key tuple is built per request; the
-    histogram child per route rides along with the route's dict."""
+    Why not ``Counter.inc`` per request: in multiprocess mode each increment takes the
+    library's lock, asks the pid and writes its mmap'd file; a request's counter and
+    histogram (sum and bucket) were ~7 µs of a ~300 µs reuse hit on the test machine
+    (bench/metrics_cost.py), this is ~1 µs. The cost: the other processes' counts reach
+    a scrape up to a second late, and a process killed outright (SIGKILL) takes up to a
+    second of its counts with it; a graceful exit flushes (gunicorn's ``worker_exit``).
+    """
 
     START_KEY = "gateway.metrics.started"
 
     def __init__(self) -> None:
-        self._routes: dict[str, tuple[dict[int, object], object]] = {}
         self._lock = threading.Lock()
-
-    def _route(self, rule: str) -> tuple[dict[int, object], object]:
-        with self._lock:
-            if rule not in self._routes:
-                self._routes[rule] = ({}, REQUEST_SECONDS.labels(rule))
-            return self._routes[rule]
+        # The histogram's bounds, +Inf last, as the library keeps them.
+        self._bounds = list(REQUEST_SECONDS._upper_bounds)
+        self._routes: dict[str, _RouteTally] = {}
+        self._verdicts: dict[str, int] = {}
+        self._flusher: threading.Thread | None = None
 
     def answered(self, rule: str, status: int, started: float | None) -> None:
-        route = self._routes.get(rule) or self._route(rule)
-        by_status, seconds = route
-        counter = by_status.get(status)
-        if counter is None:
-            counter = by_status[status] = REQUESTS.labels(rule, str(status))
-        counter.inc()
         if started is not None:
-            seconds.observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            bucket = bisect.bisect_left(self._bounds, seconds)
+        with self._lock:
+            route = self._routes.get(rule)
+            if route is None:
+                route = self._routes[rule] = _RouteTally(len(self._bounds))
+            route.statuses[status] = route.statuses.get(status, 0) + 1
+            if started is not None:
+                route.buckets[bucket] += 1
+                route.seconds += seconds
+        if self._flusher is None:
+            self._start_flusher()
+
+    def verdict(self, state: str) -> None:
+        with self._lock:
+            self._verdicts[state] = self._verdicts.get(state, 0) + 1
+        if self._flusher is None:
+            self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        # Started by the first request of a process (never in gunicorn's master, which
+        # serves none: a thread would not survive its fork anyway).
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(target=self._flush_forever, name="gateway-metrics-flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+
+    def flush(self) -> None:
+        """Move what was counted since the last flush into the metrics."""
+        with self._lock:
+            routes, self._routes = self._routes, {}
+            verdicts, self._verdicts = self._verdicts, {}
+        for rule, route in routes.items():
+            for status, count in route.statuses.items():
+                REQUESTS.labels(rule, str(status)).inc(count)
+            if route.seconds or any(route.buckets):
+                histogram = REQUEST_SECONDS.labels(rule)
+                # The library's own parts of the child (prometheus-client is pinned):
+                # observe() takes one observation at a time.
+                histogram._sum.inc(route.seconds)
+                for bucket, count in zip(histogram._buckets, route.buckets, strict=True):
+                    if count:
+                        bucket.inc(count)
+        for state, count in verdicts.items():
+            VERDICTS.labels(str(state)).inc(count)
+
+
+#: This process's tally of its requests.
+TALLY = RequestTally()
+
+
+def count_verdict(state: str) -> None:
+    TALLY.verdict(state)
 
 
 def run_started(task_name: str) -> None:
@@ -240,6 +303,7 @@ def counted_registry() -> CollectorRegistry:
 
 def exposition(extra: CollectorRegistry | None = None) -> bytes:
     """The Prometheus text of the counted metrics, then of ``extra`` (read at scrape time)."""
+    TALLY.flush()  # this process's own counts, up to date
     text = generate_latest(counted_registry())
     return text + generate_latest(extra) if extra is not None else text
 

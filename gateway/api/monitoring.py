@@ -108,26 +108,30 @@ def metrics_view():
 
 def _timed(wsgi_app):
     """The app's WSGI callable, noting when each request reached it (for the latency)."""
-    key = metrics.RequestCounter.START_KEY
+    key = metrics.RequestTally.START_KEY
     clock = time.perf_counter
 
     def timed(environ, start_response):
         environ[key] = clock()
         return wsgi_app(environ, start_response)
 
+    timed.__wrapped__ = wsgi_app
     return timed
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    counter = metrics.RequestCounter()
-    key = counter.START_KEY
-    answered = counter.answered
+    key = metrics.RequestTally.START_KEY
+    answered = metrics.TALLY.answered
+
+    current_request = request._get_current_object  # one look-up of the proxy, not two
+    unmatched = metrics.UNMATCHED
 
     @app.after_request
     def count_request(response):
-        rule = request.url_rule
-        answered(rule.rule if rule is not None else metrics.UNMATCHED, response.status_code, request.environ.get(key))
+        this = current_request()
+        rule = this.url_rule
+        answered(unmatched if rule is None else rule.rule, response.status_code, this.environ.get(key))
         return response
 
     app.wsgi_app = _timed(app.wsgi_app)
