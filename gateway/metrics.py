@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import hmac
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from prometheus_client.metrics_core import Metric
+
+log = logging.getLogger(__name__)
 
 #: The route label of a request that matched no route (404, or 405 for a wrong method).
 UNMATCHED = "unmatched"
@@ -133,10 +136,11 @@ class RequestTally:
 
     Why not ``Counter.inc`` per request: in multiprocess mode each increment takes the
     library's lock, asks the pid and writes its mmap'd file; a request's counter and
-    histogram (sum and bucket) were ~7 µs of a ~300 µs reuse hit on the test machine
-    (bench/metrics_cost.py), this is ~1 µs. The cost: the other processes' counts reach
-    a scrape up to a second late, and a process killed outright (SIGKILL) takes up to a
-    second of its counts with it; a graceful exit flushes (gunicorn's ``worker_exit``).
+    histogram (sum and bucket) made the request hook ~7 µs of a ~300 µs reuse hit on the
+    shared test machine (bench/metrics_cost.py); with the tally it is ~2.5 µs. The cost:
+    the other processes' counts reach a scrape up to a second late, and a process killed
+    outright (SIGKILL) takes up to a second of its counts with it; a graceful exit flushes
+    (gunicorn's ``worker_exit``).
     """
 
     START_KEY = "gateway.metrics.started"
@@ -182,7 +186,10 @@ class RequestTally:
     def _flush_forever(self) -> None:
         while True:
             time.sleep(FLUSH_SECONDS)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the folder's disk full, say: counting must not stop for good
+                log.warning("could not write the request metrics", exc_info=True)
 
     def flush(self) -> None:
         """Move what was counted since the last flush into the metrics."""
