@@ -16,6 +16,7 @@ that shares the folder, or the old master's web processes during a ``USR2`` upgr
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -117,6 +118,9 @@ def for_worker_port(environ: dict[str, str] | os._Environ = os.environ) -> str |
     global _private_worker_folder
     path = _private_worker_folder = tempfile.mkdtemp(prefix="gateway-worker-metrics-")
     environ[VARIABLE] = path
+    # Any command that imports the metrics with the variable set makes one: gone at its
+    # exit (forked children leave through os._exit and skip this).
+    atexit.register(remove_private_worker_folder)
     return path
 
 
