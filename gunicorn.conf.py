@@ -12,7 +12,7 @@ from gateway import metricsdir
 # library picks its mode at import); the folder is PROMETHEUS_MULTIPROC_DIR when given
 # (shared with workers on this host), else a private one. The files of processes that
 # are gone are removed now, once per master start, never at a worker's start.
-metrics_dir = metricsdir.for_gunicorn_master()
+_metrics_folder = metricsdir.for_gunicorn_master()  # (underscored: no gunicorn setting)
 
 bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8788")
 # Requests are short and CPU-bound in Python: processes, not threads, use the cores
