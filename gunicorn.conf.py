@@ -5,7 +5,16 @@ import multiprocessing
 import os
 
 # gunicorn puts its folder (--chdir, the checkout) on sys.path before it reads this file.
+from gateway import metricsdir
 from gateway.logs import gunicorn_logconfig
+
+# Prometheus counters of every web process in one folder (prometheus_client's
+# multiprocess mode): a process that dies keeps its counts there and /metrics, in any
+# process, adds them all up. Set here, in the master, before it loads the app (the
+# library picks its mode at import); the folder is PROMETHEUS_MULTIPROC_DIR when given
+# (shared with workers on this host), else a private one. The files of processes that
+# are gone are removed now, once per master start, never at a worker's start.
+_metrics_folder = metricsdir.for_gunicorn_master()  # (underscored: no gunicorn setting)
 
 bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8788")
 # Requests are short and CPU-bound in Python: processes, not threads, use the cores
@@ -76,3 +85,22 @@ def on_starting(server):
         return  # the app names the bad variable and stops
     if not tokens:
         server.log.warning(tenancy.OPEN_API_WARNING)
+
+
+def child_exit(server, worker):
+    """In the master, for each web process that ended (or was killed): the library's
+    bookkeeping; its counters stay in the folder."""
+    metricsdir.process_dead(worker.pid)
+
+
+def on_exit(server):
+    """The master's exit: its workers' files go; a private folder goes with its last master."""
+    metricsdir.master_exit()
+
+
+def worker_exit(server, worker):
+    """In a web process that stops gracefully: its last second of request counts
+    (``metrics.RequestTally``), which its flush thread would not get to write."""
+    from gateway import metrics
+
+    metrics.TALLY.flush()

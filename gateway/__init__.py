@@ -36,7 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         tenancy,
         watches,
     )
-    from gateway.api import jsonio, requestlog
+    from gateway.api import jsonio, monitoring, requestlog
     from gateway.console import init_app as init_console
 
     app = Flask(__name__)
@@ -61,5 +61,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     requestlog.init_app(app)
     proxies.init_app(app)
     init_console(app)
+    monitoring.init_app(app)
     cli.init_app(app)
     return app

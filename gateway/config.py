@@ -126,6 +126,16 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     # Proxies in front of gunicorn whose X-Forwarded-For/-Proto/-Host are believed (a hop
     # count; 0 believes none). 1 behind the shipped nginx (gateway.proxies).
     "TRUSTED_PROXIES": (0, _whole(0)),
+    # Bearer token a scrape of /metrics must present (not an API token); unset: /metrics is
+    # open, like /healthz (it shows route, task and queue names, no ids or user data).
+    "METRICS_TOKEN": (
+        None,
+        Text(pattern=r"^\S{16,}$", what="at least 16 characters, no spaces", secret=True, allow_none=True),
+    ),  # fmt: skip
+    # A `flask worker` serves its own /metrics on this port (unset: none; its counts then
+    # reach Prometheus only through a PROMETHEUS_MULTIPROC_DIR shared with gunicorn).
+    "METRICS_PORT": (None, _whole(1, allow_none=True)),
+    "METRICS_HOST": ("127.0.0.1", Text()),
     # Read by the quickstart (serve.py) only, not by the app: its embedded Redis's port
     # (unset: 6390, or a free port when that is busy) and data folder (unset: var/redis).
     "EMBEDDED_REDIS_PORT": (None, _whole(1, allow_none=True)),

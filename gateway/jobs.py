@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from flask import current_app
 from rq import get_current_job
 
-from gateway import callbacks, documents, jsontext, leases, logs, signing, tasks, warmstop
+from gateway import callbacks, documents, jsontext, leases, logs, metrics, signing, tasks, warmstop
 from gateway.exceptions import ClaimLost, DocumentGone, RunCancelled, WorkerStopping
 from gateway.queues import get_queues, request_id_of
 from gateway.recent import get_recent
@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     from gateway.store import Store
 
 log = logging.getLogger(__name__)
+
+#: A try's recorded status → its outcome in ``gateway_delivery_tries_total``.
+_TRY_OUTCOMES = {
+    documents.DeliveryStatus.SENT: "sent",
+    documents.DeliveryStatus.QUEUED: "retry",
+    documents.DeliveryStatus.FAILED: "failed",
+}
 
 
 def _renewal(store: Store, task_id: str, task_name: str, token: str, control: RunControl) -> Callable[[], bool]:
@@ -101,6 +108,7 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         watches = get_watches()
         watches.run_started(task_id, task_name)
         get_recent().record_run_started(task_id)
+        metrics.run_started(task_name)
         handler = tasks.get_handler(task_name)
         control = RunControl(functools.partial(store.report_progress, task_id, task_name, token), leases.keeper)
         # The caller's own id: the store id's tenant prefix is the gateway's business.
@@ -137,8 +145,10 @@ def run_stage(task_id: str, task_name: str, token: str) -> str:
         except (ClaimLost, DocumentGone) as lost:
             # Cancelled, or taken over by the sweeper: what this run made is not kept.
             log.info("run discarded: %s", type(lost).__name__, extra=fields)
+            metrics.run_ended(task_name, "discarded", duration)
             return f"discarded: {type(lost).__name__}"
         status = documents.StageStatus.FAILED if error else documents.StageStatus.SUCCESS
+        metrics.run_ended(task_name, "failed" if error else "success", duration)
         fields["status"] = status.value
         if error:
             # The handler's own message (a task should keep user data out of its exceptions).
@@ -184,6 +194,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
         entry = store.delivery_record(task_id, task_name, delivery_id)
         if entry is None:
             log.info("delivery gone: its task or record was deleted", extra={**fields, "outcome": "gone"})
+            metrics.delivery_tried("gone")
             return "gone"
         if entry["status"] != documents.DeliveryStatus.QUEUED or entry.get("attempts", 0) >= try_number:
             return "already done"  # a duplicate job for a try that was made
@@ -204,6 +215,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             # the result that the sweeper sends again and again.
             log.warning("delivery %s try %d failed unexpectedly", delivery_id, try_number, exc_info=True)
             outcome = callbacks.TryOutcome(False, error=f"internal error: {type(error).__name__}: {error}")
+        took = time.perf_counter() - started
         status, delay = callbacks.next_try(
             outcome,
             # A delivery sent again (resend) starts its retry schedule again.
@@ -211,7 +223,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             intervals=config["CALLBACK_RETRY_INTERVALS"],
             max_retry_after=float(config["CALLBACK_MAX_RETRY_AFTER_SECONDS"]),
         )
-        _log_try(fields, entry["url"], outcome, status, delay, time.perf_counter() - started)
+        _log_try(fields, entry["url"], outcome, status, delay, took)
         store.record_delivery(
             task_id,
             task_name,
@@ -221,6 +233,7 @@ def deliver(task_id: str, task_name: str, delivery_id: str, result_json: str, tr
             status_code=outcome.status_code,
             error=safe_text(outcome.error) if outcome.error else None,
         )
+        metrics.delivery_tried(_TRY_OUTCOMES[status], took)
         if status != documents.DeliveryStatus.QUEUED:
             get_watches().forget_delivery(task_id, task_name, delivery_id)
         else:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from gunicorn.util import parse_address
 
-from gateway import config
+from gateway import config, metricsdir
 from gateway.backoff import Backoff
 from gateway.embedded import DataDirInUse, EmbeddedRedis, EmbeddedRedisError, free_port, port_is_free
 from gateway.exceptions import ConfigError
@@ -409,6 +409,9 @@ class Quickstart:
         if not env.get("GATEWAY_CALLBACK_SIGNING_SECRET", "").strip():
             env["GATEWAY_CALLBACK_SIGNING_SECRET"] = quickstart_secret(SECRET_FILE)
             self.secret_file = SECRET_FILE
+        # One folder for gunicorn's and the worker's counters: the quickstart's /metrics
+        # shows runs and deliveries too (docs/OPERATIONS.md, "Metrics").
+        metricsdir.prepare(self.env.get(metricsdir.VARIABLE) or ROOT / "var" / "metrics", self.env)
         if not self.load_scripts():
             return 0
         gunicorn = self.spawn("gunicorn", "gunicorn", "wsgi:app")

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import current_app
+from redis.exceptions import RedisError
 
-from gateway import documents, logs
+from gateway import documents, logs, metrics
 from gateway.queue_redis import get_queue_redis
 from gateway.queues import get_queues, request_id_of
 from gateway.recent import get_recent
@@ -68,6 +69,10 @@ def sweep_once(server: QueueRedis | None = None) -> SweepReport:
     report = SweepReport()
     for each in [server] if server is not None else get_queue_redis().all():
         _sweep_server(each, report)
+    metrics.sweeper_acted("rerun", report.runs_rerun)
+    metrics.sweeper_acted("failed_lost", report.runs_failed)
+    metrics.sweeper_acted("requeued_run", report.runs_requeued)
+    metrics.sweeper_acted("resent_delivery", report.deliveries_requeued)
     return report
 
 
@@ -184,7 +189,9 @@ class SweeperThread(threading.Thread):
                     report = sweep_once(self._server)
                 for action in report.actions:
                     log.warning("sweeper: %s", action, extra={"request_id": report.sweep_id})
-            except Exception:  # Redis down: try again next interval
+            except Exception as error:  # Redis down: try again next interval
+                if isinstance(error, RedisError):
+                    metrics.redis_error("sweeper", error)
                 log.warning("sweep failed", exc_info=True)
 
     def stop(self) -> None:

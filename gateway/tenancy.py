@@ -24,6 +24,9 @@ TENANT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Only the tasks blueprint authenticates (/openapi.json is outside it); of its endpoints,
 # health stays open for load balancers.
 OPEN_ENDPOINTS = {"tasks.health"}
+# Liveness, readiness and metrics (api/monitoring.py), outside the blueprint: open to a
+# load balancer and Prometheus (/metrics has GATEWAY_METRICS_TOKEN of its own).
+OPEN_ENDPOINTS |= {"monitoring.healthz", "monitoring.readyz", "monitoring.metrics"}
 
 
 class Unauthorized(GatewayError):

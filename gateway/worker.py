@@ -21,7 +21,7 @@ from rq.scheduler import RQScheduler
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from gateway import tasks, warmstop
+from gateway import metrics, metricsdir, tasks, warmstop
 from gateway.backoff import wait_for_redis
 from gateway.connections import connect, get_connections
 from gateway.deliveryproc import DeliveryProcess, die_with_parent
@@ -308,6 +308,7 @@ def serve(
             if burst:
                 raise
             current_app.logger.warning("worker lost Redis: %s", error)
+            metrics.redis_error("worker", error)
         finally:
             _stop_on_signals(on_stop_signal)  # RQ's handlers belong to a worker that ended
         # RQ's work() returns on SIGTERM/SIGINT, at the end of a burst, and also when a
@@ -359,6 +360,7 @@ def run(
         serve(names, server=server, burst=True, log_level=log_level)
         return True
     runs, deliveries = split_roles(names)
+    stop_metrics = _serve_metrics(app)
     sweeper = SweeperThread(app, server)
     sweeper.start()
     delivery_process = None
@@ -382,4 +384,19 @@ def run(
                 signal.signal(signum, lambda number, frame: delivery_process.signal(number))
             delivery_process.stop()
         sweeper.stop()
+        if stop_metrics is not None:
+            stop_metrics()
+            metricsdir.remove_private_worker_folder()
     return True
+
+
+def _serve_metrics(app: Flask) -> Callable[[], None] | None:
+    """The command's own ``/metrics`` (``GATEWAY_METRICS_PORT``): what its processes (run
+    worker, delivery worker) counted; the function that stops it, None without a port."""
+    port = app.config["METRICS_PORT"]
+    if port is None:
+        return None
+    host = app.config["METRICS_HOST"]
+    stop = metrics.serve(host, int(port), app.config["METRICS_TOKEN"])
+    app.logger.info("worker metrics on http://%s:%s/metrics", host, port)
+    return stop

@@ -266,6 +266,23 @@ def test_health_is_ok_once_the_scripts_are_loaded(app, client, docs):
     docs.check("health", response.json)
 
 
+@shows("healthz", "readyz")
+def test_healthz_answers_and_readyz_is_ready_with_a_worker_for_every_queue(app, client, docs):
+    from gateway.worker import build_worker
+
+    docs.check("healthz", client.get("/healthz").json)
+    assert client.get("/readyz").status_code == 503  # no worker yet
+    with app.app_context():
+        worker = build_worker()
+        worker.register_birth()  # as a worker does at its start
+    try:
+        response = client.get("/readyz")
+        assert response.status_code == 200
+        docs.check("readyz", response.json)
+    finally:
+        worker.register_death()
+
+
 @shows("create-request", "error-task-busy", "delete-request", "delete-response")
 def test_delete_refuses_a_live_task_unless_forced(client, docs):
     client.post("/v1/tasks", json=docs.request("create-request"))

@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from gateway import metrics
 from gateway.exceptions import GatewayError, StoreUnavailable, WriteNotReplicated
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def _redis_down(error: Exception):
     # CLUSTERDOWN, TRYAGAIN, MOVED/ASK left after the client's bounded retries, or no
     # node to read the slot map from (RedisClusterException, not a RedisError).
     log.warning("Redis unavailable: %s", error)
+    metrics.redis_error("request", error)
     return _unavailable(StoreUnavailable("The task store (Redis) is unavailable; try again shortly."))
 
 
@@ -83,6 +85,7 @@ def _redis_refused(error: RedisError):
     # will not serve; callers should retry, as with an outage. Logged in full, as it may
     # also be our bug.
     log.error("Redis refused a command: %s", error, exc_info=error)
+    metrics.redis_error("request", error)
     return _unavailable(StoreUnavailable("The task store (Redis) refused the request; try again shortly."))
 
 
