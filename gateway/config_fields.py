@@ -178,6 +178,21 @@ def _tenant(name: Any) -> str:
     return name
 
 
+def _unless_file(value: Any) -> Any:
+    """The value itself, or the contents of the file ``@/path`` names."""
+    if isinstance(value, str) and value.startswith("@"):
+        return _read_file(value[1:])
+    return value
+
+
+def _check_token(token: str, whose: str = "") -> None:
+    """An API or console token: no surrounding whitespace, ``MIN_TOKEN_LENGTH`` at least."""
+    if token != token.strip():
+        raise ValidationError(f"has a token with surrounding whitespace{whose}")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValidationError(f"has a token shorter than {MIN_TOKEN_LENGTH} characters{whose}")
+
+
 class TenantSecrets(Setting):
     """A JSON object tenant → ``whsec_`` secret (or a list of them while rotating)."""
 
@@ -185,8 +200,7 @@ class TenantSecrets(Setting):
         super().__init__(secret=True, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str) and value.startswith("@"):
-            value = _read_file(value[1:])
+        value = _unless_file(value)
         value = _json_or_text(value)
         if not isinstance(value, dict):
             raise ValidationError("must be a JSON object of tenant → whsec_ secret (or a list of them), or @file")
@@ -221,8 +235,7 @@ class Tokens(Setting):
         super().__init__(secret=True, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str) and value.startswith("@"):
-            value = _read_file(value[1:])
+        value = _unless_file(value)
         if isinstance(value, str):
             try:
                 value = json.loads(value)
@@ -234,10 +247,7 @@ class Tokens(Setting):
             _tenant(tenant)
             if not isinstance(token, str):
                 raise ValidationError("must be a JSON object of token → tenant, or @/path/to/such.json")
-            if token != token.strip():
-                raise ValidationError(f"has a token with surrounding whitespace (tenant {tenant!r})")
-            if len(token) < MIN_TOKEN_LENGTH:
-                raise ValidationError(f"has a token shorter than {MIN_TOKEN_LENGTH} characters (tenant {tenant!r})")
+            _check_token(token, f" (tenant {tenant!r})")
         return value
 
 
@@ -250,16 +260,12 @@ class TokenList(Setting):
         super().__init__(secret=True, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str) and value.startswith("@"):
-            value = _read_file(value[1:])
+        value = _unless_file(value)
         value = _json_or_text(value)
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list | tuple) or not all(isinstance(token, str) for token in value):
             raise ValidationError("must be a JSON list of tokens, comma-separated tokens, or @/path/to/such.json")
         for token in value:
-            if token != token.strip():
-                raise ValidationError("has a token with surrounding whitespace")
-            if len(token) < MIN_TOKEN_LENGTH:
-                raise ValidationError(f"has a token shorter than {MIN_TOKEN_LENGTH} characters")
+            _check_token(token)
         return list(value)

@@ -156,14 +156,7 @@ class Stack(GatewayStack):
 
     def __init__(self, redis_server, tmp_path: Path, workers: int = 2, db: int = STACK_DB, env: dict | None = None):
         super().__init__(redis_server.url_for(db), tmp_path, {**STACK_ENV, **(env or {})})
-        try:
-            self.start_web()
-            for _ in range(workers):
-                self.start_worker()
-            self.wait_ready(timeout=20)
-        except BaseException:
-            self.stop()
-            raise
+        self.start(workers, timeout=20)
 
 
 @pytest.fixture(scope="session")

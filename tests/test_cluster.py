@@ -46,14 +46,7 @@ def cluster_stack(redis_cluster, queue_url, tmp_path_factory):
         "GATEWAY_WEB_WORKERS": "2",
     }
     stack = GatewayStack(redis_cluster.url, tmp_path_factory.mktemp("cluster-stack"), env)
-    try:
-        stack.start_web()
-        stack.start_worker()
-        stack.start_worker()
-        stack.wait_ready(timeout=30, workers=2)
-    except BaseException:
-        stack.stop()
-        raise
+    stack.start(2, registered=2)
     yield stack
     stack.stop()
 

@@ -89,14 +89,7 @@ def start_stack(servers, redis_server, tmp_path, wait_replicas: int) -> GatewayS
         "GATEWAY_DELIVERY_GRACE_SECONDS": "1",
     }
     stack = GatewayStack(servers.url, tmp_path, env)
-    try:
-        stack.start_web()
-        stack.start_worker()
-        stack.start_worker()
-        stack.wait_ready(timeout=30, workers=2)
-    except BaseException:
-        stack.stop()
-        raise
+    stack.start(2, registered=2)
     return stack
 
 

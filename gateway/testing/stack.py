@@ -160,6 +160,19 @@ class GatewayStack:
         self.workers.append(worker)
         return worker
 
+    def start(self, workers: int, *, timeout: float = 30, registered: int = 0) -> GatewayStack:
+        """gunicorn and ``workers`` worker commands, then ``wait_ready`` (``registered``
+        workers seen by RQ); if they do not get there, everything is stopped again."""
+        try:
+            self.start_web()
+            for _ in range(workers):
+                self.start_worker()
+            self.wait_ready(timeout=timeout, workers=registered)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def running(self) -> list[Process]:
         return [process for process in self.processes if process.alive()]
 
