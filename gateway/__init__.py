@@ -36,7 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         tenancy,
         watches,
     )
-    from gateway.api import jsonio, monitoring, requestlog
+    from gateway.api import bookkeeping, jsonio, monitoring
     from gateway.console import init_app as init_console
 
     app = Flask(__name__)
@@ -58,9 +58,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     tenancy.init_app(app)
     signing.init_app(app)
     api.init_app(app)
-    requestlog.init_app(app)
     proxies.init_app(app)
     init_console(app)
     monitoring.init_app(app)
+    bookkeeping.init_app(app)
     cli.init_app(app)
     return app

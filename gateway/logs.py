@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
 #: The request id of what this thread is doing now: a request, a job, a sweep; None
-#: outside them. Set by ``requestlog`` (per request), ``jobs`` (per job), ``sweeper``.
+#: outside them. Set by ``requestlog.begin`` (per request), ``jobs`` (per job), ``sweeper``.
 REQUEST_ID: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
 
 #: Attributes every LogRecord has: the rest were passed in ``extra`` and become fields.

@@ -8,7 +8,7 @@ apps) a process counts in memory and shows its own counts.
 
 Counting is on the request path, the reuse hit's included: a request adds to plain
 numbers (``RequestTally``), moved into the metrics once a second (measured in
-bench/metrics_cost.py and docs/OPERATIONS.md). Queue depths are not counted but read at scrape time
+bench/bookkeeping_cost.py and docs/OPERATIONS.md). Queue depths are not counted but read at scrape time
 (``QueueDepths``), one pipelined round trip per queue Redis.
 """
 
@@ -140,13 +140,11 @@ class RequestTally:
     Why not ``Counter.inc`` per request: in multiprocess mode each increment takes the
     library's lock, asks the pid and writes its mmap'd file; a request's counter and
     histogram (sum and bucket) made the request hook ~7 µs of a ~300 µs reuse hit on the
-    shared test machine (bench/metrics_cost.py); with the tally it is ~2.5 µs. The cost:
+    shared test machine; with the tally it is ~0.5 µs (bench/bookkeeping_cost.py). The cost:
     the other processes' counts reach a scrape up to a second late, and a process killed
     outright (SIGKILL) takes up to a second of its counts with it; a graceful exit flushes
     (gunicorn's ``worker_exit``).
     """
-
-    START_KEY = "gateway.metrics.started"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -156,24 +154,19 @@ class RequestTally:
         self._verdicts: dict[str, int] = {}
         self._flusher: threading.Thread | None = None
 
-    def answered(self, rule: str, status: int, started: float | None) -> None:
-        if started is not None:
-            seconds = time.perf_counter() - started
-            bucket = bisect.bisect_left(self._bounds, seconds)
+    def answered(self, rule: str, status: int, seconds: float, verdict: str | None = None) -> None:
+        """One answered request: its route (URL rule), status, seconds taken and, for a
+        create, its reuse verdict."""
+        bucket = bisect.bisect_left(self._bounds, seconds)
         with self._lock:
             route = self._routes.get(rule)
             if route is None:
                 route = self._routes[rule] = _RouteTally(len(self._bounds))
             route.statuses[status] = route.statuses.get(status, 0) + 1
-            if started is not None:
-                route.buckets[bucket] += 1
-                route.seconds += seconds
-        if self._flusher is None:
-            self._start_flusher()
-
-    def verdict(self, state: str) -> None:
-        with self._lock:
-            self._verdicts[state] = self._verdicts.get(state, 0) + 1
+            route.buckets[bucket] += 1
+            route.seconds += seconds
+            if verdict is not None:
+                self._verdicts[verdict] = self._verdicts.get(verdict, 0) + 1
         if self._flusher is None:
             self._start_flusher()
 
@@ -216,10 +209,6 @@ class RequestTally:
 
 #: This process's tally of its requests.
 TALLY = RequestTally()
-
-
-def count_verdict(state: str) -> None:
-    TALLY.verdict(state)
 
 
 def run_started(task_name: str) -> None:

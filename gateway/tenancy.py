@@ -28,6 +28,10 @@ OPEN_ENDPOINTS = {"tasks.health"}
 # load balancer and Prometheus (/metrics has GATEWAY_METRICS_TOKEN of its own).
 OPEN_ENDPOINTS |= {"monitoring.healthz", "monitoring.readyz", "monitoring.metrics"}
 
+#: Where the request's tenant is also kept, for its log line (``api/bookkeeping``), which
+#: is written when Flask's ``g`` is gone.
+ENVIRON_KEY = "gateway.tenant"
+
 
 class Unauthorized(GatewayError):
     status_code = 401
@@ -61,6 +65,7 @@ def authenticate() -> None:
     if tenant is None:
         raise Unauthorized("The API token is not valid.")
     g.tenant = tenant
+    request.environ[ENVIRON_KEY] = tenant
 
 
 def requires_tokens(app: Flask) -> bool:

@@ -79,6 +79,16 @@ def test_reuse_hit_status_and_errors_are_logged_with_their_task(client, work, ta
     assert len({miss["request_id"], hit["request_id"], result["request_id"]}) == 3
 
 
+def test_a_request_no_route_matched_is_logged_and_echoed_and_keeps_nothing(client, capsys):
+    response = client.get("/v1/nowhere", headers={"X-Request-ID": "req-404"})
+    assert (response.status_code, response.headers["X-Request-ID"]) == (404, "req-404")
+    [line] = request_lines(capsys.readouterr().err)
+    assert (line["request_id"], line["path"], line["status"], line["task_id"]) == ("req-404", "/v1/nowhere", 404, None)
+    # The request object the bookkeeping read is taken out of the environ again: nothing
+    # holds the request after its answer (no reference cycle left for the GC).
+    assert "gateway.request" not in response.request.environ
+
+
 @pytest.mark.parametrize(
     "given",
     ["a" * 129, "two words", 'quote"d', "semi;colon", "", "tab\there"],

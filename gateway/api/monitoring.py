@@ -1,6 +1,6 @@
 """What operators and their tools ask of a web process: ``/healthz`` (liveness),
-``/readyz`` (readiness, ``gateway.health``), ``/metrics`` (Prometheus, ``gateway.metrics``),
-and the one ``after_request`` hook that counts every answered request.
+``/readyz`` (readiness, ``gateway.health``) and ``/metrics`` (Prometheus, ``gateway.metrics``;
+``api/bookkeeping`` counts every request).
 
 None of them needs an API token: a load balancer and Prometheus have none. ``/metrics``
 asks for ``GATEWAY_METRICS_TOKEN`` when the operator set one (docs/OPERATIONS.md,
@@ -9,7 +9,6 @@ asks for ``GATEWAY_METRICS_TOKEN`` when the operator set one (docs/OPERATIONS.md
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -106,35 +105,8 @@ def metrics_view():
     return Response(body, content_type=metrics.CONTENT_TYPE)
 
 
-def _timed(wsgi_app):
-    """The app's WSGI callable, noting when each request reached it (for the latency)."""
-    key = metrics.RequestTally.START_KEY
-    clock = time.perf_counter
-
-    def timed(environ, start_response):
-        environ[key] = clock()
-        return wsgi_app(environ, start_response)
-
-    timed.__wrapped__ = wsgi_app
-    return timed
-
-
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    key = metrics.RequestTally.START_KEY
-    answered = metrics.TALLY.answered
-
-    current_request = request._get_current_object  # one look-up of the proxy, not two
-    unmatched = metrics.UNMATCHED
-
-    @app.after_request
-    def count_request(response):
-        this = current_request()
-        rule = this.url_rule
-        answered(unmatched if rule is None else rule.rule, response.status_code, this.environ.get(key))
-        return response
-
-    app.wsgi_app = _timed(app.wsgi_app)
     scrape = CollectorRegistry(auto_describe=False)
     scrape.register(metrics.QueueDepths(lambda: [get_queues(app).get(name) for name in health.queue_names()]))
     app.extensions["gateway.metrics.scrape"] = scrape

@@ -5,7 +5,8 @@ The id is the caller's ``X-Request-ID`` when it is sane (1 to 128 characters of
 else one made here (``_Ids``); it is echoed in the answer's ``X-Request-ID`` and carried by
 the runs and deliveries the request queues (``logs.REQUEST_ID``, read by ``queues``).
 
-The line is written at the end of the request, without a ``LogRecord``: on the reuse hit
+``api/bookkeeping`` begins and ends each request's line, and writes it at the end of the
+request, without a ``LogRecord``: on the reuse hit
 (~300 us of CPU) ``logging`` alone would cost ~7 us and ``json.dumps`` ~4 us more; this
 costs ~3 us and writes the same shape as ``logs.JsonFormatter`` (``bench/profile_hit.py``,
 docs/OPERATIONS.md "Logs"). ``GATEWAY_LOG_LEVEL=WARNING`` turns it off.
@@ -14,19 +15,12 @@ docs/OPERATIONS.md "Logs"). ``GATEWAY_LOG_LEVEL=WARNING`` turns it off.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import re
 import time
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
-
-from flask import g, request
 
 from gateway import logs
-
-if TYPE_CHECKING:
-    from flask import Flask, Response
 
 LOGGER_NAME = "gateway.request"
 HEADER = "X-Request-ID"
@@ -35,20 +29,19 @@ _sane_request_id = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~/=:@-]{1,128}").fullmatc
 _quote = logs.quote
 
 
-class _Request:
+class RequestLine:
     """What the line of the request under way says, filled as the request goes."""
 
-    __slots__ = ("request_id", "started", "task_id", "task_name", "verdict")
+    __slots__ = ("request_id", "task_id", "task_name", "verdict")
 
-    def __init__(self, request_id: str, started: float) -> None:
+    def __init__(self, request_id: str) -> None:
         self.request_id = request_id
-        self.started = started
         self.task_id: str | None = None
         self.task_name: str | None = None
         self.verdict: str | None = None
 
 
-_CURRENT: ContextVar[_Request | None] = ContextVar("gateway_request_line", default=None)
+_CURRENT: ContextVar[RequestLine | None] = ContextVar("gateway_request_line", default=None)
 
 
 def note(task_id: str, task_name: str) -> None:
@@ -85,18 +78,26 @@ class _Ids:
 _ids = _Ids()
 
 
-def _start() -> None:
-    given = request.environ.get("HTTP_X_REQUEST_ID")
-    request_id = given if given is not None and _sane_request_id(given) else _ids.next()
-    _CURRENT.set(_Request(request_id, time.perf_counter()))
-    logs.REQUEST_ID.set(request_id)
+def begin(given_id: str | None) -> RequestLine:
+    """The line of a request that has just come in with ``X-Request-ID: given_id`` (or
+    none), made the current one of this thread: for ``note``, and for what it logs."""
+    line = RequestLine(given_id if given_id is not None and _sane_request_id(given_id) else _ids.next())
+    _CURRENT.set(line)
+    logs.REQUEST_ID.set(line.request_id)
+    return line
+
+
+def end() -> None:
+    """The request is answered: what this thread logs next is no longer its."""
+    _CURRENT.set(None)
+    logs.REQUEST_ID.set(None)
 
 
 def _null_or(value: str | None) -> str:
     return "null" if value is None else _quote(value)
 
 
-def json_line(current: _Request, method: str, path: str, status: int, tenant, client, duration_ms: float) -> str:
+def json_line(current: RequestLine, method: str, path: str, status: int, tenant, client, duration_ms: float) -> str:
     return (
         f'{{"time":"{logs.timestamp(time.time())}","level":"INFO","logger":"{LOGGER_NAME}","message":"request",'
         f'"request_id":{_quote(current.request_id)},"method":{_quote(method)},"path":{_quote(path)},'
@@ -106,49 +107,10 @@ def json_line(current: _Request, method: str, path: str, status: int, tenant, cl
     )
 
 
-def text_line(current: _Request, method: str, path: str, status: int, tenant, client, duration_ms: float) -> str:
+def text_line(current: RequestLine, method: str, path: str, status: int, tenant, client, duration_ms: float) -> str:
     value = logs.text_value
     return (
         f"{logs.timestamp(time.time())} INFO {LOGGER_NAME}: {value(method)} {value(path)} {status} {duration_ms} ms "
         f"verdict={value(current.verdict)} task_id={value(current.task_id)} task_name={value(current.task_name)} "
         f"tenant={value(tenant)} client={value(client)} request_id={value(current.request_id)}\n"
     )
-
-
-def init_app(app: Flask) -> None:
-    """Needs ``logs.init_app`` first (the handler the lines are written through)."""
-    handler: logs.GatewayHandler = app.extensions["gateway.log_handler"]
-    logger = logging.getLogger(LOGGER_NAME)
-    render = text_line if app.config["LOG_FORMAT"] == "text" else json_line
-
-    def finish(response: Response) -> Response:
-        current = _CURRENT.get()
-        if current is None:  # a request that began before this app's hooks (none in practice)
-            return response
-        response.headers.add(HEADER, current.request_id)
-        if logger.isEnabledFor(logging.INFO):
-            duration_ms = round((time.perf_counter() - current.started) * 1000, 3)
-            # The objects behind the proxies, once: each proxy access costs ~0.4 us.
-            this = request._get_current_object()  # type: ignore[attr-defined]
-            environ = this.environ
-            if current.task_id is None and this.view_args:
-                current.task_id = this.view_args.get("task_id")
-                if environ.get("QUERY_STRING"):
-                    current.task_name = this.args.get("task_name")
-            handler.write_line(
-                render(
-                    current,
-                    this.method,
-                    this.path,
-                    response.status_code,
-                    g._get_current_object().get("tenant"),  # type: ignore[attr-defined]
-                    this.remote_addr,
-                    duration_ms,
-                )
-            )
-        logs.REQUEST_ID.set(None)  # what this thread logs next is no longer this request's
-        return response
-
-    # First of the before-request functions: the tenancy check's 401 is logged too.
-    app.before_request_funcs.setdefault(None, []).insert(0, _start)
-    app.after_request(finish)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
-from gateway import metrics, service, tasks, tenancy, waits
+from gateway import service, tasks, tenancy, waits
 from gateway.api import answers, requestlog
 from gateway.api.body import json_body
 from gateway.api.operations import BODY_ERRORS, COMMON_ERRORS, error, ok, operation
@@ -112,8 +112,7 @@ def create_task():
     seconds = _wait_seconds(create_query_schema.load(request.args)["wait"]) if request.query_string else 0.0
     task_ref = tenancy.scoped(data["task_id"])
     verdict = service.create_task(task_ref, data["task_name"], data["input_data"], data["callback"], claim_policy(data))
-    requestlog.note_verdict(verdict.state)
-    metrics.count_verdict(verdict.state)
+    requestlog.note_verdict(verdict.state)  # for the line and the metrics (api/bookkeeping)
     if seconds and verdict.state != "completed":
         view = waits.ended_stage_view(task_ref, verdict.task_name, seconds)
         if view is not None:
