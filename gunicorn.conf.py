@@ -53,6 +53,10 @@ errorlog = "-"
 # gunicorn's own lines go through the gateway's log handler: JSON like the app's
 # (GATEWAY_LOG_FORMAT=text: readable), one line each, on standard error.
 logconfig_dict = gunicorn_logconfig("text" if os.environ.get("GATEWAY_LOG_FORMAT", "").strip() == "text" else "json")
+# With a logconfig_dict gunicorn builds every request's access-log fields (a time stamp,
+# ~25 fields and every header) even when no access log is asked for; this logger builds
+# them only with GATEWAY_ACCESS_LOG (docs/PERFORMANCE.md, "Third round").
+logger_class = "gateway.logs.GunicornLogger"
 # Above nginx's (docs/deploy/nginx.conf: 4094-byte request and header lines, eight headers
 # passed on), so that behind it gunicorn's own HTML 414/431/400 are never reached.
 limit_request_line = 8190

@@ -140,7 +140,6 @@ def main() -> int:
             env = {
                 **os.environ,
                 "GATEWAY_REDIS_URL": server.url,
-                "GATEWAY_ACCESS_LOG": "/dev/null",  # as bench/run.py runs gunicorn
                 "GATEWAY_DEMO_TASKS": "true",
                 "PYTHONPATH": str(ROOT),
             }

@@ -181,6 +181,31 @@ def configure(log_format: str, level: str) -> GatewayHandler:
     return handler
 
 
+def _gunicorn_logger_class() -> type:
+    from gunicorn.glogging import Logger
+
+    class GunicornLogger(Logger):
+        """gunicorn's logger, writing access lines only when an access log is configured
+        (``accesslog``, from ``GATEWAY_ACCESS_LOG``). gunicorn 27 also counts a
+        ``logconfig_dict`` as asking for them, and builds each request's fields before its
+        access logger (``WARNING``, no handler of its own) drops them: ~14 k instructions
+        per request (bench/instructions.py)."""
+
+        def _compute_access_log_enabled(self) -> bool:  # gunicorn 27's, pinned in requirements.txt
+            return bool(self.cfg.accesslog)
+
+    return GunicornLogger
+
+
+def __getattr__(name: str) -> Any:
+    # gunicorn imports ``gateway.logs.GunicornLogger`` (gunicorn.conf.py's logger_class); made
+    # on first use, so that processes which are not gunicorn's never import gunicorn.
+    if name == "GunicornLogger":
+        globals()[name] = cls = _gunicorn_logger_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def gunicorn_logconfig(log_format: str) -> dict[str, Any]:
     """``logconfig_dict`` for gunicorn.conf.py: gunicorn's error (and access, when on) lines
     go through the gateway's root handler, so they are JSON too, one handler for all."""

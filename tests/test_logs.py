@@ -14,7 +14,7 @@ from gateway import tasks
 from gateway.exceptions import ConfigError
 from gateway.queues import get_queues
 from gateway.worker import build_worker
-from tests.conftest import SECRET
+from tests.conftest import SECRET, wait_until
 
 ECHO = "demo.echo"
 
@@ -199,3 +199,23 @@ def test_nothing_secret_or_user_given_is_logged(make_app, task_id, receiver, cap
 def test_bad_log_and_proxy_settings_are_refused_by_name(make_app, setting, value):
     with pytest.raises(ConfigError, match=f"GATEWAY_{setting}"):
         make_app(**{setting: value})
+
+
+@pytest.mark.parametrize(("access_log", "expected"), [(None, False), ("-", True)])
+def test_gunicorns_access_line_only_with_gateway_access_log(redis_server, tmp_path, access_log, expected):
+    # gunicorn.conf.py's logger: gunicorn 27 would build the access line's fields for every
+    # request whenever a logconfig_dict is set; the gateway's own request line is written
+    # either way.
+    import requests
+
+    from tests.conftest import Stack
+
+    env = {"GATEWAY_ACCESS_LOG": access_log} if access_log else {}
+    stack = Stack(redis_server, tmp_path, workers=0, db=13, env=env)  # no worker, nothing written: any db
+    try:
+        assert requests.get(stack.base + "/v1/tasks/health", headers={"X-Request-ID": "access-1"}, timeout=5).ok
+        assert wait_until(lambda: "access-1" in stack.web.log_tail(20000), 10, what="the request line")
+        lines = [json.loads(line) for line in stack.web.log_tail(20000).splitlines() if line.startswith("{")]
+        assert any(line["logger"] == "gunicorn.access" for line in lines) is expected
+    finally:
+        stack.stop()

@@ -28,9 +28,8 @@ from gateway.testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_ENV = {
-    # gunicorn.conf.py logs every request to stdout by default. An empty value makes
-    # gunicorn exit ("'' isn't writable"), so the access log goes to /dev/null.
-    "GATEWAY_ACCESS_LOG": "/dev/null",
+    # Nothing else: gunicorn.conf.py's defaults, as deployed (no gunicorn access log, the
+    # gateway's JSON request line and metrics on).
     "GATEWAY_DEMO_TASKS": "true",  # the benchmarks run demo.echo
 }
 GATEWAY_WORKER = (sys.executable, "-m", "flask", "--app", "wsgi", "worker")
@@ -203,8 +202,7 @@ class Bench:
     def print_summary(self, measured: str, wrk_commands: list[list[str]] = ()) -> None:
         """The table of every row, with the commands that started the servers (and ``wrk_commands``)."""
         commands = [
-            f"env GATEWAY_REDIS_URL={self.redis_server.url} GATEWAY_ACCESS_LOG=/dev/null GATEWAY_DEMO_TASKS=true"
-            " PYTHONPATH=. (all below)",
+            f"env GATEWAY_REDIS_URL={self.redis_server.url} GATEWAY_DEMO_TASKS=true PYTHONPATH=. (all below)",
             shlex.join(LOAD_SCRIPTS),
             *self.stack.commands(),
             *(shlex.join(command) for command in wrk_commands),
