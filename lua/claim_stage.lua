@@ -13,25 +13,29 @@
              process can die between the claim and the trace the sweeper follows
     ARGV[1]  task_name
     ARGV[2]  input_data as canonical JSON (opaque)
-    ARGV[3]  callback URL, "" for none
-    ARGV[4]  claim token for a new run
-    ARGV[5]  delivery id for this request's callback
-    ARGV[6]  queue lease of a new PENDING run, milliseconds
-    ARGV[7]  document TTL, seconds
-    ARGV[8]  most stages one document may hold
-    ARGV[9]  most callback records one stage may hold
-    ARGV[10] most bytes those records may take, as stored (the JSON of the list), when
-             one is added
-    ARGV[11] input_data as versions before UTF-8 storage wrote it (ASCII escapes), ""
-             when that equals ARGV[2]: a stage stored so still matches the same input
-    ARGV[12] the caller's reuse policy, "" for the default (reuse, and reuse on a
-             different input). Otherwise two characters:
+    ARGV[3]  the terms of a claim, in one argument (each argument costs the caller about
+             3k instructions to send, and a plain hit reads none of these):
+               the claim token for a new run and then the delivery id for this
+               request's callback, 32 hex characters each, without a separator; then,
+               each after one space: the queue lease of a new PENDING run
+               (milliseconds), the document TTL (seconds), the most stages one document
+               may hold, the most callback records one stage may hold, the most bytes
+               those records may take as stored (the JSON of the list) when one is
+               added; and with KEYS[2] two more: the time from now at which the
+               sweeper looks at the run (milliseconds) and this stage's watch member
+               ("<task_id>\t<task_name>", the rest of the text)
+    ARGV[4]  optional: callback URL; absent or "" for none
+    ARGV[5]  optional: the caller's reuse policy; absent or "" for the default (reuse,
+             and reuse on a different input). Otherwise two characters:
                [1] "1" reuse allowed | "0" "reuse": false, a SUCCESS stage runs again
                [2] what a different input means: "u" reuse (the default) | "r" a new run
                    | "x" refuse ("input_mismatch", nothing written)
              A PENDING/RUNNING stage stays a hit whatever the policy: never two runs
-    ARGV[13] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
-    ARGV[14] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
+    ARGV[6]  optional: input_data as versions before UTF-8 storage wrote it (ASCII
+             escapes); absent or "" when that equals ARGV[2]: a stage stored so still
+             matches the same input
+    ARGV[4] to ARGV[6] are sent only when one of them is not empty (a plain request
+    sends three arguments).
 
   The latest request is recorded in meta (last_task_name, last_callback_url); its
   input_data is its stage's input (i:) or, when it differs, kept in request_input. When
@@ -47,7 +51,7 @@
 
   Output: array
     [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
-               | "rerun" (a SUCCESS stage, by the policy of ARGV[12])
+               | "rerun" (a SUCCESS stage, by the policy of ARGV[5])
                "completed" | "pending" | "running"             (reuse hit)
                "too_many_stages" | "too_many_callbacks"        (nothing written)
                | "callback_records_too_large" | "input_mismatch"
@@ -71,16 +75,9 @@ if redis.replicate_commands then redis.replicate_commands() end
 local doc_key = KEYS[1]
 local task_name = ARGV[1]
 local input_json = ARGV[2]
-local callback_url = ARGV[3]
-local token = ARGV[4]
-local delivery_id = ARGV[5]
-local queue_lease_ms = tonumber(ARGV[6])
-local ttl_seconds = tonumber(ARGV[7])
-local max_stages = tonumber(ARGV[8])
-local max_callbacks = tonumber(ARGV[9])
-local max_callback_bytes = tonumber(ARGV[10])
-local ascii_input_json = ARGV[11]
-local policy = ARGV[12]
+local callback_url = ARGV[4] or ''
+local policy = ARGV[5] or ''
+local ascii_input_json = ARGV[6] or ''
 
 local stage_field = 's:' .. task_name
 local input_field = 'i:' .. task_name
@@ -88,7 +85,7 @@ local output_field = 'o:' .. task_name
 
 local facts_field = 'f:' .. task_name
 
--- The plain path answers a repeat as it is: a caller's policy (ARGV[12]) may turn a
+-- The plain path answers a repeat as it is: a caller's policy (ARGV[5]) may turn a
 -- completed stage into a rerun, so a request with one takes the full path.
 if callback_url == '' and policy == '' then
   local plain = rcall('HMGET', doc_key, 'last_plain', facts_field, input_field, output_field)
@@ -107,6 +104,18 @@ if callback_url == '' and policy == '' then
     end
   end
 end
+
+-- The terms (ARGV[3]), read only past the plain path.
+local terms = ARGV[3]
+local token = string.sub(terms, 1, 32)
+local delivery_id = string.sub(terms, 33, 64)
+local queue_lease_ms, ttl_seconds, max_stages, max_callbacks, max_callback_bytes, watch_terms =
+  string.match(terms, '^ (%d+) (%d+) (%d+) (%d+) (%d+)(.*)$', 65)
+queue_lease_ms = tonumber(queue_lease_ms)
+ttl_seconds = tonumber(ttl_seconds)
+max_stages = tonumber(max_stages)
+max_callbacks = tonumber(max_callbacks)
+max_callback_bytes = tonumber(max_callback_bytes)
 
 local now_ms = time_ms()
 
@@ -142,7 +151,7 @@ else
   state = 'failed'
 end
 
--- The caller's policy (ARGV[12]); "" (the default) skips it all.
+-- The caller's policy (ARGV[5]); "" (the default) skips it all.
 if policy ~= '' then
   local differs = input_matches == '0'
   local on_difference = string.sub(policy, 2, 2)
@@ -255,7 +264,8 @@ if not is_hit then
   rcall('HSET', doc_key, input_field, input_json)
   rcall('HDEL', doc_key, output_field)
   if KEYS[2] then
-    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[14]), ARGV[13])
+    local watch_ms, watch_member = string.match(watch_terms, '^ (%d+) (.*)$')
+    rcall('ZADD', KEYS[2], now_ms + tonumber(watch_ms), watch_member)
   end
   stored_input = input_json
   stored_output = ''
