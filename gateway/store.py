@@ -143,7 +143,7 @@ class Store:
             state=_VERDICT_STATES[state],
             input_matches=None if matches == "" else matches == "1",
             facts=facts,
-            input_json=stored_input,
+            input_json=stored_input or input_json,  # "" when it is the input sent
             output_json=stored_output or None,
             delivery_id=delivery_id or None,
             delivery_due=due == "1",

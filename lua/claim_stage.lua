@@ -57,7 +57,8 @@
                | "callback_records_too_large" | "input_mismatch"
     [2] input_matches: "1" | "0" | "" (no earlier stage)
     [3] the stage's facts after the write (stage.lua), "" when refused
-    [4] stored input JSON of the stage (the one that produced a cached output)
+    [4] stored input JSON of the stage (the one that produced a cached output), "" when
+        it is ARGV[2]: the caller holds it, and a large input is not sent back
     [5] stored output JSON, "" when none
     [6] delivery id of this request's callback, "" when none
     [7] "1" when that delivery is due now (completed hit), else "0"
@@ -100,7 +101,8 @@ if callback_url == '' and policy == '' then
       if tonumber(string.sub(facts, 9)) > time_ms() then plain_state = string.lower(status) end
     end
     if plain_state then
-      return {plain_state, '1', facts, plain[3], plain[4] or '', '', '0', ''}
+      local stored_input = (plain[3] ~= input_json) and plain[3] or ''  -- the ASCII form, else ARGV[2]
+      return {plain_state, '1', facts, stored_input, plain[4] or '', '', '0', ''}
     end
   end
 end
@@ -127,6 +129,14 @@ local stage = stage_json and cjson.decode(stage_json) or nil
 local stored_input = fetched[3] or ''
 local stored_output = fetched[4] or ''
 local has_request_input = fetched[5] and true or false
+
+-- A stored input as the reply carries it (Output [4]): "" when it is ARGV[2]. A stage
+-- without one (every attempt writes one) reads as "{}", which the caller shows alike.
+local function reply_input(stored)
+  if stored == input_json then return '' end
+  return (stored == '') and '{}' or stored
+end
+
 -- A document stored before the facts and last_plain existed (see the header).
 local predates_facts = stage and not (fetched[6] and fetched[7])
 
@@ -184,7 +194,7 @@ if is_hit and callback_url == '' and input_matches == '1' and not has_request_in
     -- Written once, so that the next such request is a plain hit; the TTL stays as it is.
     rcall('HSET', doc_key, facts_field, facts, 'last_plain', task_name)
   end
-  return {state, input_matches, facts, stored_input, stored_output, '', '0', ''}
+  return {state, input_matches, facts, reply_input(stored_input), stored_output, '', '0', ''}
 end
 
 local callbacks = (stage and stage.callbacks) or {}
@@ -317,4 +327,5 @@ local facts = stage_facts(stage)
 if not stage_changed and fetched[6] ~= facts then
   rcall('HSET', doc_key, facts_field, facts)  -- a stage stored before the facts existed
 end
-return {state, input_matches, facts, stored_input, stored_output, my_delivery, due_now, is_hit and '' or stage.token}
+return {state, input_matches, facts, reply_input(stored_input), stored_output, my_delivery, due_now,
+  is_hit and '' or stage.token}

@@ -7,7 +7,10 @@ import json
 
 import pytest
 
-from gateway import documents, jsontext
+from gateway import documents, jsontext, keys
+from gateway.store import get_redis
+
+ECHO = "demo.echo"
 
 VALUES = [
     {},
@@ -37,3 +40,24 @@ def test_canonical_json_refuses_what_json_dumps_refuses():
         documents.canonical_json({"a": object()})
     # A refusal leaves nothing behind: the same value encodes as before afterwards.
     assert documents.canonical_json({"a": [1]}) == '{"a":[1]}'
+
+
+def test_a_hit_answers_the_stored_input_as_stored_not_as_sent(app, client, work, task_id):
+    """The claim script leaves the stored input out of its reply when it is the one sent
+    (tests/test_reuse.py has a different stored input); a stage that holds the ASCII form
+    of the same input (written before UTF-8 storage) still answers with that text."""
+    value = {"text": "h\u00e9llo \U0001f600"}
+    body = json.dumps({"task_name": ECHO, "task_id": task_id, "input_data": value}, ensure_ascii=False).encode()
+    assert client.post("/v1/tasks", data=body, content_type="application/json").status_code == 202
+    work()
+    sent_form = documents.canonical_json(value)
+    first = client.post("/v1/tasks", data=body, content_type="application/json")
+    assert f'"input_params":{sent_form},'.encode() in first.data
+    old_form = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    with app.app_context():
+        get_redis().hset(keys.task_document(task_id), f"i:{ECHO}", old_form)
+    for _ in range(2):
+        hit = client.post("/v1/tasks", data=body, content_type="application/json")
+        assert hit.status_code == 200
+        assert hit.json["reuse_info"]["input_matches"] is True
+        assert f'"input_params":{old_form},'.encode() in hit.data
