@@ -8,7 +8,8 @@ import json
 import pytest
 
 from gateway import documents, jsontext, keys
-from gateway.store import get_redis
+from gateway.api import answers
+from gateway.store import Verdict, get_redis
 
 ECHO = "demo.echo"
 
@@ -61,3 +62,24 @@ def test_a_hit_answers_the_stored_input_as_stored_not_as_sent(app, client, work,
         assert hit.status_code == 200
         assert hit.json["reuse_info"]["input_matches"] is True
         assert f'"input_params":{old_form},'.encode() in hit.data
+
+
+@pytest.mark.parametrize("state", ["completed", "pending", "miss"])
+def test_the_create_answer_has_the_headers_a_json_mimetype_gives(app, state):
+    verdict = Verdict(
+        task_id="task-1",
+        task_name=ECHO,
+        state=documents.VerdictState(state),
+        input_matches=True,
+        facts="SUCCESS 1764390000123 0.001" if state == "completed" else "PENDING 1764390009999",
+        input_json='{"text":"hi"}',
+        output_json='{"text":"hi"}' if state == "completed" else None,
+        delivery_id=None,
+        delivery_due=False,
+        token="" if state != "miss" else "t" * 32,
+    )
+    with app.app_context():
+        answer = answers.task_created(verdict)
+        made_before = app.response_class(answer.get_data(), status=answer.status_code, mimetype="application/json")
+    assert answer.headers.to_wsgi_list() == made_before.headers.to_wsgi_list()
+    assert answer.status == made_before.status

@@ -87,7 +87,7 @@ def json_body(*, required: bool = True) -> Any:
     # The request and the config looked up once: each use of a context proxy is a lookup,
     # and this is on the reuse hit's path.
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
-    config = current_app.config
+    config = current_app._get_current_object().config  # type: ignore[attr-defined]
     raw = _read(req, config["MAX_CONTENT_LENGTH"])
     if not raw and not required:
         return {}
