@@ -137,17 +137,19 @@ class Store:
         state, matches, facts, stored_input, stored_output, delivery_id, due, token = result
         if state in CLAIM_REFUSALS:
             raise outcome_error(state, task_id, task_name=task_name, limit=self._claim_limits.get(state, 0))
+        # By position, in the order of the fields: keywords take twice as long (8.8k
+        # instructions against 4.5k).
         return Verdict(
-            task_id=public(task_id),
-            task_name=task_name,
-            state=_VERDICT_STATES[state],
-            input_matches=None if matches == "" else matches == "1",
-            facts=facts,
-            input_json=stored_input or input_json,  # "" when it is the input sent
-            output_json=stored_output or None,
-            delivery_id=delivery_id or None,
-            delivery_due=due == "1",
-            token=token,
+            public(task_id),
+            task_name,
+            _VERDICT_STATES[state],
+            None if matches == "" else matches == "1",  # input_matches
+            facts,
+            stored_input or input_json,  # the stored input: "" when it is the input sent
+            stored_output or None,
+            delivery_id or None,
+            due == "1",  # delivery_due
+            token,
         )
 
     def start(self, task_id: str, task_name: str, token: str) -> Started:
