@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gateway import documents, jsontext, keys
-from gateway.api import answers
+from gateway.api import answers, body
 from gateway.store import Verdict, get_redis
 
 ECHO = "demo.echo"
@@ -83,3 +83,43 @@ def test_the_create_answer_has_the_headers_a_json_mimetype_gives(app, state):
         made_before = app.response_class(answer.get_data(), status=answer.status_code, mimetype="application/json")
     assert answer.headers.to_wsgi_list() == made_before.headers.to_wsgi_list()
     assert answer.status == made_before.status
+
+
+def _decoded_as_before(raw: bytes):
+    """What json_body made of a body before its shortcut: the value, or the error's type and text."""
+    try:
+        return body._DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    except Exception as error:  # noqa: BLE001 (compared)
+        return type(error), str(error)
+
+
+BODIES = [
+    b'{"task_name":"demo.echo","input_data":{"text":"hi"}}',
+    b'{"a": [1, 2.5, {"b": null}], "c": "\\ud800"}',
+    '{"caf\u00e9": "\U0001f600"}'.encode(),
+    b'{"a":1}\n',
+    b'  {"a":1}',
+    b'{"a":1} x',
+    b'{"a":1}{"b":2}',
+    b'{"a":',
+    b'{"a":NaN}',
+    b'{"a":1e400}',
+    b"{",
+    b"{}",
+    b"[1]",
+    b'"text"',
+    b"\xef\xbb\xbf{}",
+    '{"a":1}'.encode("utf-16-le"),
+    '{"a":1}'.encode("utf-16"),
+    '{"a":1}'.encode("utf-32-le"),
+    b'{"a":"\xff"}',
+]
+
+
+@pytest.mark.parametrize("raw", BODIES, ids=repr)
+def test_a_body_decodes_as_before(raw):
+    try:
+        decoded = body._decode(raw)
+    except Exception as error:  # noqa: BLE001 (compared)
+        decoded = type(error), str(error)
+    assert decoded == _decoded_as_before(raw)
