@@ -44,7 +44,7 @@ class StrictBoolean(fields.Boolean):
 #: ``if_input_differs``: what a request whose input differs from the stage's stored one
 #: means (docs/SINGLE_TASK_API_REFERENCE.md §4.1).
 IF_INPUT_DIFFERS = ("reuse", "rerun", "reject")
-#: How ``claim_stage.lua`` takes the policy (its ARGV[12]): "" for the default.
+#: How ``claim_stage.lua`` takes the policy (its ARGV[5]): "" for the default.
 _DIFFERS_CODES = {"reuse": "u", "rerun": "r", "reject": "x"}
 
 
