@@ -7,8 +7,10 @@ valgrind's callgrind, as gunicorn with the gateway's config and one gthread work
 (``-w 1 --threads 4``), sends the bench's hit request (completed stage, no callback) over
 4 keep-alive connections, and counts the worker's instructions: twice, after
 ``--few`` and after ``--many`` requests, so that start-up cancels out in the
-difference. Everything gunicorn, Flask, redis-py and the gateway do in the worker is
-counted; the kernel's work and Redis's are not (bench/profile_hit.py shows Redis's CPU).
+difference. With ``--miss``, the gateway alone and every request a miss: a new
+``task_id`` each, claimed and enqueued (no RQ worker runs; the jobs stay queued).
+Everything gunicorn, Flask, redis-py and the gateway do in the worker is counted; the
+kernel's work and Redis's are not (bench/profile_hit.py shows Redis's CPU).
 Needs valgrind (``apt-get install -y valgrind``); about 4 minutes.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import shutil
@@ -32,26 +35,31 @@ from bench.toolkit.tasks import HIT_BODY  # noqa: E402 (needs the path above)
 
 BODY = json.dumps(HIT_BODY, separators=(",", ":")).encode()
 APPS = {"hit": "wsgi:app", "floor": "bench.floor_app:app"}
+#: Task ids of the misses (``--miss``): new in every request of the run.
+_MISS_IDS = itertools.count()
 
 
-def post(connection: http.client.HTTPConnection) -> None:
-    """One hit request; it must be answered 200."""
-    connection.request("POST", "/v1/tasks", BODY, {"Content-Type": "application/json"})
+def post(connection: http.client.HTTPConnection, miss: bool = False) -> None:
+    """One hit request, answered 200; or with ``miss``, one for a new task, answered 202."""
+    body = BODY
+    if miss:
+        body = json.dumps({**HIT_BODY, "task_id": f"miss-{os.getpid()}-{next(_MISS_IDS)}"}).encode()
+    connection.request("POST", "/v1/tasks", body, {"Content-Type": "application/json"})
     answer = connection.getresponse()
     text = answer.read()
-    if answer.status != 200:
-        raise RuntimeError(f"not a hit: {answer.status} {text[:200]!r}")
+    if answer.status != (202 if miss else 200):
+        raise RuntimeError(f"not a {'miss' if miss else 'hit'}: {answer.status} {text[:200]!r}")
 
 
-def send(port: int, count: int, connections: int = 4) -> None:
-    """``count`` hit requests over ``connections`` keep-alive connections, as wrk sends them."""
+def send(port: int, count: int, connections: int = 4, miss: bool = False) -> None:
+    """``count`` requests over ``connections`` keep-alive connections, as wrk sends them."""
     failures: list[BaseException] = []
 
     def run(share: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         try:
             for _ in range(share):
-                post(connection)
+                post(connection, miss)
         except BaseException as failure:  # noqa: BLE001 (reported by the caller's thread)
             failures.append(failure)
         finally:
@@ -66,9 +74,9 @@ def send(port: int, count: int, connections: int = 4) -> None:
         raise failures[0]
 
 
-def worker_instructions(app: str, requests: int, env: dict[str, str], folder: Path) -> int:
+def worker_instructions(app: str, requests: int, env: dict[str, str], folder: Path, miss: bool = False) -> int:
     """Instructions the gunicorn worker executed up to its exit, after ``requests`` hits
-    (and 40 warm-up ones). callgrind counts from the master's start: the forked worker
+    or misses (and 40 warm-up ones). callgrind counts from the master's start: the forked worker
     inherits its counters."""
     from gateway.embedded import free_port
 
@@ -106,8 +114,8 @@ def worker_instructions(app: str, requests: int, env: dict[str, str], folder: Pa
                 if time.monotonic() > deadline or master.poll() is not None:
                     raise RuntimeError(f"{app} did not start: {(out / 'log').read_text()[-2000:]}") from None
                 time.sleep(1)
-        send(port, 40)
-        send(port, requests)
+        send(port, 40, miss=miss)
+        send(port, requests, miss=miss)
     finally:
         master.terminate()
         master.wait(timeout=120)
@@ -124,6 +132,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--few", type=int, default=100, help="requests of the first count (default 100)")
     parser.add_argument("--many", type=int, default=700, help="requests of the second count (default 700)")
+    parser.add_argument("--miss", action="store_true", help="count misses (a new task each) of the gateway alone")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is not installed: apt-get install -y valgrind", file=sys.stderr)
@@ -143,6 +152,11 @@ def main() -> int:
                 "GATEWAY_DEMO_TASKS": "true",
                 "PYTHONPATH": str(ROOT),
             }
+            if args.miss:
+                few = worker_instructions(APPS["hit"], args.few, env, Path(tmp), miss=True)
+                many = worker_instructions(APPS["hit"], args.many, env, Path(tmp), miss=True)
+                print(f"miss : {(many - few) / (args.many - args.few):,.0f} instructions per request")
+                return 0
             per_request = {}
             for name, app in APPS.items():
                 few = worker_instructions(app, args.few, env, Path(tmp))

@@ -282,7 +282,7 @@ def _job_alive(connection: Redis, job_id: str, grace_ms: int) -> bool:
 
 
 def get_queues(app: Flask | None = None) -> Queues:
-    app = app or current_app
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]  # see store.get_store
     return app.extensions["gateway.queues"]
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 #: What a script appends when it does not write the watch list: no KEYS, no ARGV.
 _NOTHING: tuple[list[str], list[Any]] = ([], [])
+_NO_KEYS: list[str] = []
 
 
 class Watches:
@@ -51,20 +52,22 @@ class Watches:
         #: (``QueueRedis.holds_store``), and a retry (whose stages the script picks) never.
         self.scripts_write_runs = all(server.holds_store for server in servers.all())
         self._script_keys = [keys.run_watch()]
+        self._claim_watch_lease = f" {self.run_lease_ms} "
 
     # -- what the run scripts write themselves -------------------------------------
 
-    def watch_claim(self, task_id: str, task_name: str) -> tuple[list[str], list[Any]]:
-        """Watch the run a claim may start; returns the KEYS and ARGV ``claim_stage.lua``
-        appends to write the entry itself, in the same atomic step (and then a hit costs
-        no write). Where it cannot, the entry is written now, before the claim (one entry
-        per stage, however many requests): a process dying between a claim and its
-        enqueue must leave a trace the sweeper follows. On the reuse-hit path: one dict get."""
+    def watch_claim(self, task_id: str, task_name: str) -> tuple[list[str], str]:
+        """Watch the run a claim may start; returns the KEYS ``claim_stage.lua`` appends
+        and the end of its terms (ARGV[3]: the time of the look and the member) to write
+        the entry itself, in the same atomic step (and then a hit costs no write). Where
+        it cannot, the entry is written now, before the claim (one entry per stage,
+        however many requests): a process dying between a claim and its enqueue must
+        leave a trace the sweeper follows. On the reuse-hit path: one dict get."""
         server = self._server_of.get(task_name) or self.servers.for_task(task_name)
         if not server.holds_store:
             self._watch_run_on(server.client, task_id, task_name, self.lease_check_ms())
-            return _NOTHING
-        return self._script_keys, [keys.watch_member(task_id, task_name), self.run_lease_ms]
+            return _NO_KEYS, ""
+        return self._script_keys, f"{self._claim_watch_lease}{keys.watch_member(task_id, task_name)}"
 
     def run_script_args(self, task_id: str, task_name: str) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV ``start_run.lua`` and ``finish_run.lua`` append to move or

@@ -13,25 +13,29 @@
              process can die between the claim and the trace the sweeper follows
     ARGV[1]  task_name
     ARGV[2]  input_data as canonical JSON (opaque)
-    ARGV[3]  callback URL, "" for none
-    ARGV[4]  claim token for a new run
-    ARGV[5]  delivery id for this request's callback
-    ARGV[6]  queue lease of a new PENDING run, milliseconds
-    ARGV[7]  document TTL, seconds
-    ARGV[8]  most stages one document may hold
-    ARGV[9]  most callback records one stage may hold
-    ARGV[10] most bytes those records may take, as stored (the JSON of the list), when
-             one is added
-    ARGV[11] input_data as versions before UTF-8 storage wrote it (ASCII escapes), ""
-             when that equals ARGV[2]: a stage stored so still matches the same input
-    ARGV[12] the caller's reuse policy, "" for the default (reuse, and reuse on a
-             different input). Otherwise two characters:
+    ARGV[3]  the terms of a claim, in one argument (each argument costs the caller about
+             3k instructions to send, and a plain hit reads none of these):
+               the claim token for a new run and then the delivery id for this
+               request's callback, 32 hex characters each, without a separator; then,
+               each after one space: the queue lease of a new PENDING run
+               (milliseconds), the document TTL (seconds), the most stages one document
+               may hold, the most callback records one stage may hold, the most bytes
+               those records may take as stored (the JSON of the list) when one is
+               added; and with KEYS[2] two more: the time from now at which the
+               sweeper looks at the run (milliseconds) and this stage's watch member
+               ("<task_id>\t<task_name>", the rest of the text)
+    ARGV[4]  optional: callback URL; absent or "" for none
+    ARGV[5]  optional: the caller's reuse policy; absent or "" for the default (reuse,
+             and reuse on a different input). Otherwise two characters:
                [1] "1" reuse allowed | "0" "reuse": false, a SUCCESS stage runs again
                [2] what a different input means: "u" reuse (the default) | "r" a new run
                    | "x" refuse ("input_mismatch", nothing written)
              A PENDING/RUNNING stage stays a hit whatever the policy: never two runs
-    ARGV[13] with KEYS[2]: watch member of this stage ("<task_id>\t<task_name>")
-    ARGV[14] with KEYS[2]: milliseconds from now at which the sweeper looks at the run
+    ARGV[6]  optional: input_data as versions before UTF-8 storage wrote it (ASCII
+             escapes); absent or "" when that equals ARGV[2]: a stage stored so still
+             matches the same input
+    ARGV[4] to ARGV[6] are sent only when one of them is not empty (a plain request
+    sends three arguments).
 
   The latest request is recorded in meta (last_task_name, last_callback_url); its
   input_data is its stage's input (i:) or, when it differs, kept in request_input. When
@@ -47,13 +51,14 @@
 
   Output: array
     [1] state: "miss" | "empty_output" | "stale" | "failed"   (a run was claimed)
-               | "rerun" (a SUCCESS stage, by the policy of ARGV[12])
+               | "rerun" (a SUCCESS stage, by the policy of ARGV[5])
                "completed" | "pending" | "running"             (reuse hit)
                "too_many_stages" | "too_many_callbacks"        (nothing written)
                | "callback_records_too_large" | "input_mismatch"
     [2] input_matches: "1" | "0" | "" (no earlier stage)
     [3] the stage's facts after the write (stage.lua), "" when refused
-    [4] stored input JSON of the stage (the one that produced a cached output)
+    [4] stored input JSON of the stage (the one that produced a cached output), "" when
+        it is ARGV[2]: the caller holds it, and a large input is not sent back
     [5] stored output JSON, "" when none
     [6] delivery id of this request's callback, "" when none
     [7] "1" when that delivery is due now (completed hit), else "0"
@@ -71,16 +76,9 @@ if redis.replicate_commands then redis.replicate_commands() end
 local doc_key = KEYS[1]
 local task_name = ARGV[1]
 local input_json = ARGV[2]
-local callback_url = ARGV[3]
-local token = ARGV[4]
-local delivery_id = ARGV[5]
-local queue_lease_ms = tonumber(ARGV[6])
-local ttl_seconds = tonumber(ARGV[7])
-local max_stages = tonumber(ARGV[8])
-local max_callbacks = tonumber(ARGV[9])
-local max_callback_bytes = tonumber(ARGV[10])
-local ascii_input_json = ARGV[11]
-local policy = ARGV[12]
+local callback_url = ARGV[4] or ''
+local policy = ARGV[5] or ''
+local ascii_input_json = ARGV[6] or ''
 
 local stage_field = 's:' .. task_name
 local input_field = 'i:' .. task_name
@@ -88,7 +86,7 @@ local output_field = 'o:' .. task_name
 
 local facts_field = 'f:' .. task_name
 
--- The plain path answers a repeat as it is: a caller's policy (ARGV[12]) may turn a
+-- The plain path answers a repeat as it is: a caller's policy (ARGV[5]) may turn a
 -- completed stage into a rerun, so a request with one takes the full path.
 if callback_url == '' and policy == '' then
   local plain = rcall('HMGET', doc_key, 'last_plain', facts_field, input_field, output_field)
@@ -103,10 +101,23 @@ if callback_url == '' and policy == '' then
       if tonumber(string.sub(facts, 9)) > time_ms() then plain_state = string.lower(status) end
     end
     if plain_state then
-      return {plain_state, '1', facts, plain[3], plain[4] or '', '', '0', ''}
+      local stored_input = (plain[3] ~= input_json) and plain[3] or ''  -- the ASCII form, else ARGV[2]
+      return {plain_state, '1', facts, stored_input, plain[4] or '', '', '0', ''}
     end
   end
 end
+
+-- The terms (ARGV[3]), read only past the plain path.
+local terms = ARGV[3]
+local token = string.sub(terms, 1, 32)
+local delivery_id = string.sub(terms, 33, 64)
+local queue_lease_ms, ttl_seconds, max_stages, max_callbacks, max_callback_bytes, watch_terms =
+  string.match(terms, '^ (%d+) (%d+) (%d+) (%d+) (%d+)(.*)$', 65)
+queue_lease_ms = tonumber(queue_lease_ms)
+ttl_seconds = tonumber(ttl_seconds)
+max_stages = tonumber(max_stages)
+max_callbacks = tonumber(max_callbacks)
+max_callback_bytes = tonumber(max_callback_bytes)
 
 local now_ms = time_ms()
 
@@ -118,6 +129,14 @@ local stage = stage_json and cjson.decode(stage_json) or nil
 local stored_input = fetched[3] or ''
 local stored_output = fetched[4] or ''
 local has_request_input = fetched[5] and true or false
+
+-- A stored input as the reply carries it (Output [4]): "" when it is ARGV[2]. A stage
+-- without one (every attempt writes one) reads as "{}", which the caller shows alike.
+local function reply_input(stored)
+  if stored == input_json then return '' end
+  return (stored == '') and '{}' or stored
+end
+
 -- A document stored before the facts and last_plain existed (see the header).
 local predates_facts = stage and not (fetched[6] and fetched[7])
 
@@ -142,7 +161,7 @@ else
   state = 'failed'
 end
 
--- The caller's policy (ARGV[12]); "" (the default) skips it all.
+-- The caller's policy (ARGV[5]); "" (the default) skips it all.
 if policy ~= '' then
   local differs = input_matches == '0'
   local on_difference = string.sub(policy, 2, 2)
@@ -175,7 +194,7 @@ if is_hit and callback_url == '' and input_matches == '1' and not has_request_in
     -- Written once, so that the next such request is a plain hit; the TTL stays as it is.
     rcall('HSET', doc_key, facts_field, facts, 'last_plain', task_name)
   end
-  return {state, input_matches, facts, stored_input, stored_output, '', '0', ''}
+  return {state, input_matches, facts, reply_input(stored_input), stored_output, '', '0', ''}
 end
 
 local callbacks = (stage and stage.callbacks) or {}
@@ -255,7 +274,8 @@ if not is_hit then
   rcall('HSET', doc_key, input_field, input_json)
   rcall('HDEL', doc_key, output_field)
   if KEYS[2] then
-    rcall('ZADD', KEYS[2], now_ms + tonumber(ARGV[14]), ARGV[13])
+    local watch_ms, watch_member = string.match(watch_terms, '^ (%d+) (.*)$')
+    rcall('ZADD', KEYS[2], now_ms + tonumber(watch_ms), watch_member)
   end
   stored_input = input_json
   stored_output = ''
@@ -307,4 +327,5 @@ local facts = stage_facts(stage)
 if not stage_changed and fetched[6] ~= facts then
   rcall('HSET', doc_key, facts_field, facts)  -- a stage stored before the facts existed
 end
-return {state, input_matches, facts, stored_input, stored_output, my_delivery, due_now, is_hit and '' or stage.token}
+return {state, input_matches, facts, reply_input(stored_input), stored_output, my_delivery, due_now,
+  is_hit and '' or stage.token}

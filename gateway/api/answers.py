@@ -60,7 +60,7 @@ def task_created(verdict: Verdict) -> Response:
         )
         input_json, output_json = verdict.input_json or "{}", verdict.output_json or "null"
         text = f'{{"task_id":{task_id_text},{head}{input_json}{middle}{output_json}{tail}'
-        return current_app.response_class(text, status=200, mimetype="application/json")
+        return _response(text, 200)
     callback_status = '"queued"' if verdict.delivery_id else "null"
     text = (
         f'{{"task_id":{task_id_text},"status":"pending","message":{_MESSAGE_TEXT[state]},'
@@ -68,7 +68,15 @@ def task_created(verdict: Verdict) -> Response:
         f'"task_name":{encode_basestring_ascii(verdict.task_name)},"input_matches":{_LITERAL[verdict.input_matches]}}},'
         f'"callback_status":{callback_status}}}\n'
     )
-    return current_app.response_class(text, status=202, mimetype="application/json")
+    return _response(text, 202)
+
+
+def _response(text: str, status: int) -> Response:
+    """A JSON answer of ``text``: the app's response class from the app itself (an
+    attribute read through the ``current_app`` proxy costs about 7k instructions), with
+    the content type as ``mimetype`` gives it for JSON (no charset), without working it out."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return app.response_class(text, status, content_type="application/json")
 
 
 # Keyed by the stage's facts (which hold its finished time): the answers of one stage's

@@ -44,7 +44,7 @@ class StrictBoolean(fields.Boolean):
 #: ``if_input_differs``: what a request whose input differs from the stage's stored one
 #: means (docs/SINGLE_TASK_API_REFERENCE.md §4.1).
 IF_INPUT_DIFFERS = ("reuse", "rerun", "reject")
-#: How ``claim_stage.lua`` takes the policy (its ARGV[12]): "" for the default.
+#: How ``claim_stage.lua`` takes the policy (its ARGV[5]): "" for the default.
 _DIFFERS_CODES = {"reuse": "u", "rerun": "r", "reject": "x"}
 
 
@@ -113,10 +113,10 @@ def load_create_request(body: dict[str, Any]) -> dict[str, Any]:
     task_name, task_id = body.get("task_name"), body.get("task_id", None)
     callback, input_data = body.get("callback"), body.get("input_data")
     if (
-        body.keys() <= _CREATE_FIELDS
+        _CREATE_FIELDS.issuperset(body)
         and type(input_data) is dict
         and type(task_name) is str
-        and tasks.TASK_NAME.match(task_name)
+        # The schema's TASK_NAME check too: only a name that passed it is registered.
         and tasks.is_registered(task_name)
         and (_is_task_id(task_id) or (task_id is None and "task_id" not in body))
         and (callback is None or type(callback) is str and _callback_allowed(callback))
