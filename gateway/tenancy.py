@@ -75,7 +75,8 @@ def requires_tokens(app: Flask) -> bool:
 
 def scoped(task_id: str) -> str:
     """The store's id for the calling tenant's ``task_id``."""
-    tenant = g.get("tenant")
+    # Through the object, not the proxy: ~2k instructions against ~10k, on every create.
+    tenant = g._get_current_object().get("tenant")  # type: ignore[attr-defined]
     return f"{tenant}/{task_id}" if tenant else task_id
 
 

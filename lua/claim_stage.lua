@@ -65,13 +65,8 @@
     [8] claim token of the new run, "" on a hit or a refusal
 ]]
 --- @include "time"
---- @include "live"
---- @include "ttl"
---- @include "new_attempt"
---- @include "stage"
 
 local rcall = redis.call
-if redis.replicate_commands then redis.replicate_commands() end
 
 local doc_key = KEYS[1]
 local task_name = ARGV[1]
@@ -107,7 +102,15 @@ if callback_url == '' and policy == '' then
   end
 end
 
--- The terms (ARGV[3]), read only past the plain path.
+-- Past the plain path: the rest of the snippets (each of their functions is a closure
+-- made on every call: the plain hit makes none but time_ms), then the terms (ARGV[3]).
+--- @include "live"
+--- @include "ttl"
+--- @include "new_attempt"
+--- @include "stage"
+
+if redis.replicate_commands then redis.replicate_commands() end
+
 local terms = ARGV[3]
 local token = string.sub(terms, 1, 32)
 local delivery_id = string.sub(terms, 33, 64)
