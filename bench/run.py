@@ -11,7 +11,8 @@ It starts its own embedded Redis, gunicorn for the gateway and for a floor app
           RQ's own ceiling, a no-op job on RQ's SimpleWorker (bench/runs.py);
 * hit:    the repeated identical POST /v1/tasks (200, completed, no callback), wrk;
 * floor:  the same request to the floor app, alternated with hit to share the noise
-          (both bench/hit.py);
+          (both bench/hit.py), with the shipped gunicorn.conf.py (gthread) and again with
+          gunicorn's sync workers, the setup issue 16 measured in;
 * miss:   distinct task_ids (claim + RQ enqueue, 202), wrk, with the worker stopped
           (bench/miss.py);
 * latency: status reads with 1,000,000 unrelated keys vs none, and the callback latency
@@ -56,13 +57,15 @@ def main() -> int:
         runs.measure(bench)
         print("hit vs floor", flush=True)
         hit.measure(bench)
+        print("hit vs floor, sync workers (issue 16's setup)", flush=True)
+        hit.measure_sync(bench)
         print("miss path", flush=True)
         miss.measure(bench)
         print("latency (its own Redis servers and gateways)", flush=True)
         bench.stop_all()  # idle, but they would share the cores with the latency phase
         for row in latency.measure():
             bench.row(*row)
-        bench.print_summary(measured, [hit.wrk_command(bench), miss.wrk_command(bench)])
+        bench.print_summary(measured, [hit.wrk_command(bench), hit.sync_wrk_command(bench), miss.wrk_command(bench)])
     return 0
 
 

@@ -85,12 +85,12 @@ class Bench:
 
     # -- processes -------------------------------------------------------------------
 
-    def gunicorn(self, name: str, app: str) -> None:
-        """Start gunicorn with the gateway's config file and no other change."""
+    def gunicorn(self, name: str, app: str, flags: tuple[str, ...] = ()) -> None:
+        """Start gunicorn with the gateway's config file and no other change than ``flags``."""
         port = free_port()
         # gunicorn 27 opens a control socket at one fixed path per user; two servers would
         # fight over it, so both (same flags otherwise) run without one.
-        flags = ("--no-control-socket",)
+        flags = ("--no-control-socket", *flags)
         self.running[name] = self.stack.start_web(app, port=port, name=name, extra_args=flags, main=False)
         self.urls[name] = f"http://127.0.0.1:{port}"
 
@@ -113,7 +113,7 @@ class Bench:
         self.stack.check_alive()
 
     def wait_answering(self, name: str) -> None:
-        url = self.urls[name] + HEALTH_PATHS[name]
+        url = self.urls[name] + HEALTH_PATHS[name.split("-")[0]]  # "floor-sync" answers as "floor"
         wait_until(lambda: self.check_alive() or answers(url), 30, what=url)
 
     def setup(self) -> None:
@@ -138,16 +138,25 @@ class Bench:
 
     # -- load ------------------------------------------------------------------------
 
-    def wrk_command(self, server: str, script: str, script_arg: str, seconds: int) -> list[str]:
+    def wrk_command(
+        self, server: str, script: str, script_arg: str, seconds: int, wrk_threads: int | None = None
+    ) -> list[str]:
         url = self.urls[server] + "/v1/tasks"
-        return wrk.wrk_command(self.args.wrk_threads, self.args.connections, url, script, script_arg, seconds)
+        threads = wrk_threads or self.args.wrk_threads
+        return wrk.wrk_command(threads, self.args.connections, url, script, script_arg, seconds)
 
-    def load(self, server: str, script: str, script_arg: str, seconds: int) -> wrk.WrkResult:
-        """One wrk run against a server, with the CPU its workers and Redis spent on it."""
+    def load(
+        self, server: str, script: str, script_arg: str, seconds: int, *, wrk_threads: int | None = None
+    ) -> wrk.WrkResult:
+        """One wrk run against a server, with the CPU its workers and Redis spent on it.
+
+        With sync workers (no keep-alive) the connections a process holds at one moment say
+        nothing: the run's split is then left empty, and only other processes' CPU can make
+        it unfair."""
         workers = cpu.child_pids(self.running[server].pid)
         app_before, redis_before = cpu.cpu_seconds(workers), cpu.cpu_seconds([self.redis_pid])
         busy_before, wrk_before, started = cpu.machine_busy_seconds(), cpu.children_cpu_seconds(), time.monotonic()
-        command = self.wrk_command(server, script, script_arg, seconds)
+        command = self.wrk_command(server, script, script_arg, seconds, wrk_threads)
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
             try:
                 time.sleep(min(1.0, seconds / 2))  # let wrk open its connections, then see where they went
@@ -159,7 +168,7 @@ class Bench:
         if process.returncode != 0:
             raise RuntimeError(f"wrk failed ({process.returncode}): {err}")
         result = wrk.parse_wrk(out)
-        result.split = tuple(split)
+        result.split = () if server.endswith("-sync") else tuple(split)
         elapsed = time.monotonic() - started
         if result.errors:
             raise RuntimeError(f"{server} {script}: {result.errors} errors in {result.requests} requests")
