@@ -114,7 +114,12 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 # dict for its circular check): about 8k instructions, half of the encoding of a small
 # input. Without the check (None), the one encoder serves every thread; the same text.
 # (markers, default, string encoder, indent, key and item separators, sort_keys, skipkeys, allow_nan)
-_encode_canonical = c_make_encoder(None, _CANONICAL.default, encode_basestring, None, ":", ",", True, False, False)
+# Python without the json module's C part (none in practice): the encoder's own way.
+_encode_canonical = (
+    c_make_encoder(None, _CANONICAL.default, encode_basestring, None, ":", ",", True, False, False)
+    if c_make_encoder is not None
+    else lambda value, _level: [_CANONICAL.encode(value)]
+)
 
 
 def ascii_canonical_json(value: Any, text: str) -> str | None:
