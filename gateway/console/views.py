@@ -248,17 +248,22 @@ def retry(task_id: str):
     return _act(task_id, lambda store_id: service.retry_task(store_id, task_name), "retried")
 
 
-@bp.get("/tasks/<task_id>/cancel")
-def cancel_confirm(task_id: str):
+def _confirm(task_id: str, action: str, task_name: str | None = None):
+    """The page that asks before ``action`` (cancel, delete) is posted."""
     _, tenant = _scope(task_id)
     return _page(
         "console/confirm.html",
-        action="cancel",
+        action=action,
         task_id=task_id,
         tenant=tenant,
-        task_name=request.args.get("task_name") or None,
+        task_name=task_name,
         back=_task_url(task_id, tenant),
     )
+
+
+@bp.get("/tasks/<task_id>/cancel")
+def cancel_confirm(task_id: str):
+    return _confirm(task_id, "cancel", request.args.get("task_name") or None)
 
 
 @bp.post("/tasks/<task_id>/cancel")
@@ -269,10 +274,7 @@ def cancel(task_id: str):
 
 @bp.get("/tasks/<task_id>/delete")
 def delete_confirm(task_id: str):
-    _, tenant = _scope(task_id)
-    return _page(
-        "console/confirm.html", action="delete", task_id=task_id, tenant=tenant, back=_task_url(task_id, tenant)
-    )
+    return _confirm(task_id, "delete")
 
 
 @bp.post("/tasks/<task_id>/delete")
