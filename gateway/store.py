@@ -9,8 +9,6 @@ to callers carries the public id.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -18,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from flask import current_app
 
-from gateway import documents, keys
+from gateway import documents, ids, keys
 from gateway.connections import get_connections
 from gateway.exceptions import StageNotFound
 from gateway.replies import (
@@ -128,9 +126,9 @@ class Store:
         ascii_json = documents.ascii_canonical_json(input_data, input_json)
         watch_keys, watch_terms = self.watches.watch_claim(task_id, task_name)
         # The terms in one argument (ARGV[3]): each argument costs about 3k instructions
-        # to send. The two ids are drawn on every create: asking the script for them would
-        # cost a miss a second round trip.
-        args = [task_name, input_json, f"{_claim_ids()}{self._claim_terms}{watch_terms}"]
+        # to send. The two ids are drawn on every create (from a batch: ``ids``): asking
+        # the script for them would cost a miss a second round trip.
+        args = [task_name, input_json, f"{ids.id_pair_hex()}{self._claim_terms}{watch_terms}"]
         if callback_url or policy or ascii_json:
             args += (callback_url or "", policy, ascii_json or "")
         result = self.scripts("claim_stage", [keys.task_document(task_id), *watch_keys], args)
@@ -170,7 +168,7 @@ class Store:
     def hand_back(self, task_id: str, task_name: str, token: str) -> str:
         """Make a RUNNING run PENDING again under a new claim token, which it returns, for
         the caller to enqueue (``lua/hand_back_run.lua``). Raises ClaimLost/DocumentGone."""
-        new_token, _ = _two_ids()
+        new_token, _ = ids.id_pair()
         result = self.scripts(
             "hand_back_run",
             [keys.task_document(task_id)],
@@ -185,7 +183,7 @@ class Store:
         result = self.scripts(
             "reap_run",
             [keys.task_document(task_id)],
-            [task_name, uuid.uuid4().hex, max_lost, self.queue_lease_ms, self.ttl],
+            [task_name, ids.fresh_id(), max_lost, self.queue_lease_ms, self.ttl],
         )
         return Reaped.parse(result)
 
@@ -273,7 +271,7 @@ class Store:
     def retry(self, task_id: str, *, task_name: str | None = None, callback_url: str | None = None) -> Retried:
         """Claim every FAILED stage (or only ``task_name``) again, all under one new token,
         with ``callback_url`` subscribed to each new run."""
-        token, delivery_seed = _two_ids()
+        token, delivery_seed = ids.id_pair()
         watch_keys, watch_args = self.watches.retry_script_args(task_id)
         result = self.scripts(
             "retry_task",
@@ -357,18 +355,6 @@ class Store:
             if stage_json and documents.find_callback(json.loads(stage_json), delivery_id) is not None:
                 return name[len(documents.STAGE_FIELD) :]
         return None
-
-
-def _claim_ids() -> str:
-    """A claim token and a delivery id, 128 random bits each, as 64 hex characters (the
-    token first), from one system call."""
-    return os.urandom(32).hex()
-
-
-def _two_ids() -> tuple[str, str]:
-    """A claim token and a delivery id, 128 random bits each."""
-    raw = _claim_ids()
-    return raw[:32], raw[32:]
 
 
 def _try_error(error: str | None) -> str:
