@@ -102,9 +102,21 @@ def on_exit(server):
     metricsdir.master_exit()
 
 
+def pre_fork(server, worker):
+    """In the master, before each web process is forked from it: what the loaded app made
+    so far is left out of the cyclic garbage collector's scans (``gc.freeze``), so that a
+    web process neither rescans it in its full collections (~30 ms each, about one per
+    20,000 reuse hits) nor copies the pages the scans would touch."""
+    import gc
+
+    gc.freeze()
+
+
 def worker_exit(server, worker):
     """In a web process that stops gracefully: its last second of request counts
-    (``metrics.RequestTally``), which its flush thread would not get to write."""
-    from gateway import metrics
+    (``metrics.RequestTally``) and its request lines still waiting to be written
+    (``GATEWAY_LOG_FLUSH_SECONDS``), which their threads would not get to write."""
+    from gateway import logs, metrics
 
     metrics.TALLY.flush()
+    logs.root_handler().flush()

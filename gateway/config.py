@@ -123,6 +123,9 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     # delivery try; WARNING only failures). docs/OPERATIONS.md, "Logs".
     "LOG_FORMAT": ("json", Text(pattern=r"^(json|text)$", what="json or text")),
     "LOG_LEVEL": ("INFO", Text(pattern=r"^(?i:debug|info|warning|error|critical)$", what="a log level name")),
+    # The longest a request line waits to be written with others, in one write (0: each
+    # at once). A process killed outright (SIGKILL, OOM) loses that much of its lines.
+    "LOG_FLUSH_SECONDS": (0.2, _seconds(0)),
     # Proxies in front of gunicorn whose X-Forwarded-For/-Proto/-Host are believed (a hop
     # count; 0 believes none). 1 behind the shipped nginx (gateway.proxies).
     "TRUSTED_PROXIES": (0, _whole(0)),

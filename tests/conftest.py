@@ -73,6 +73,9 @@ def base_config(redis_server, db: int) -> dict:
         "CALLBACK_TIMEOUT_SECONDS": 2,
         "TASK_MODULES": "tests.plugin_tasks",
         "DEMO_TASKS": True,
+        # Each request line written as it is made, so a test reads it right after its
+        # request; tests/test_logs.py checks the batches of the default.
+        "LOG_FLUSH_SECONDS": 0,
     }
 
 

@@ -557,15 +557,13 @@ def test_create_hit_status_and_signed_callback_through_nginx_are_logged_with_the
     status, _, document = _from_client_address(nginx.port, "GET", "/v1/tasks/observed-1/status")
     assert (status, document["stages"]["demo.echo"]["status"]) == (200, "SUCCESS")
 
-    web_lines = wait_until(
-        lambda: (
-            [line for line in _log_lines(stack.web.log_path) if line.get("logger") == "gateway.request"]
-            if len(_log_lines(stack.web.log_path)) >= 3
-            else None
-        ),
-        timeout=10,
-    )
-    requests_seen = [line for line in web_lines if line["path"] != "/v1/tasks/health"]
+    def requests_logged() -> list[dict]:  # request lines are written in batches (GATEWAY_LOG_FLUSH_SECONDS)
+        lines = _log_lines(stack.web.log_path)
+        return [
+            line for line in lines if line.get("logger") == "gateway.request" and line["path"] != "/v1/tasks/health"
+        ]
+
+    requests_seen = wait_until(lambda: len(requests_logged()) >= 3 and requests_logged(), timeout=10)
     assert [(line["method"], line["status"], line["verdict"]) for line in requests_seen] == [
         ("POST", 202, "miss"),
         ("POST", 200, "completed"),

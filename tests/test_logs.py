@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
@@ -217,5 +218,79 @@ def test_gunicorns_access_line_only_with_gateway_access_log(redis_server, tmp_pa
         assert wait_until(lambda: "access-1" in stack.web.log_tail(20000), 10, what="the request line")
         lines = [json.loads(line) for line in stack.web.log_tail(20000).splitlines() if line.startswith("{")]
         assert any(line["logger"] == "gunicorn.access" for line in lines) is expected
+    finally:
+        stack.stop()
+
+
+# -- request lines in batches (GATEWAY_LOG_FLUSH_SECONDS, the default 0.2 s) ------------------
+
+
+def test_request_lines_wait_for_their_batch_and_come_in_the_order_of_their_requests(make_app, task_id, capsys):
+    client = make_app(LOG_FLUSH_SECONDS=0.2).test_client()
+    capsys.readouterr()
+    for number in range(3):
+        create(client, task_id, headers={"X-Request-ID": f"batched-{number}"})
+    assert request_lines(capsys.readouterr().err) == []  # none written yet: they wait for their batch
+    # Ten times the batch's wait, read once (capsys may miss what a thread writes while it reads).
+    time.sleep(2)
+    written = request_lines(capsys.readouterr().err)
+    assert [line["request_id"] for line in written] == ["batched-0", "batched-1", "batched-2"]
+
+
+def test_any_other_record_is_written_after_the_request_lines_still_waiting(make_app, task_id, capsys):
+    client = make_app(LOG_FLUSH_SECONDS=30).test_client()
+    capsys.readouterr()
+    create(client, task_id, headers={"X-Request-ID": "before-the-warning"})
+    logging.getLogger("gateway.test").warning("after the request")
+    lines = json_lines(capsys.readouterr().err)
+    assert [line.get("request_id") or line["message"] for line in lines] == ["before-the-warning", "after the request"]
+
+
+def test_lines_from_many_threads_at_once_are_each_written_once(make_app, capsys):
+    import threading
+
+    handler = make_app(LOG_FLUSH_SECONDS=0.01).extensions["gateway.log_handler"]
+    capsys.readouterr()
+    start = threading.Barrier(8)
+
+    def write(thread: int) -> None:
+        start.wait()
+        for number in range(500):
+            handler.write_line(f"line {thread} {number}\n")
+
+    threads = [threading.Thread(target=write, args=(thread,)) for thread in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handler.flush()  # takes the lock the writer thread writes under: after it, every line is out
+    written = capsys.readouterr().err.splitlines()
+    assert sorted(written) == sorted(f"line {thread} {number}" for thread in range(8) for number in range(500))
+    for thread in range(8):  # each thread's lines in its own order
+        assert [line for line in written if line.startswith(f"line {thread} ")] == [
+            f"line {thread} {number}" for number in range(500)
+        ]
+
+
+def test_a_gunicorn_worker_stopped_gracefully_writes_the_lines_still_waiting(redis_server, tmp_path):
+    import requests
+
+    from tests.conftest import Stack
+
+    # Far longer than the test: only the stop can write these lines.
+    stack = Stack(redis_server, tmp_path, workers=0, db=13, env={"GATEWAY_LOG_FLUSH_SECONDS": "600"})
+    try:
+        for number in range(3):
+            answer = requests.get(
+                stack.base + "/v1/tasks/health", headers={"X-Request-ID": f"stop-{number}"}, timeout=5
+            )
+            assert answer.ok
+        assert "stop-0" not in stack.web.log_tail(20000)
+        stack.web.terminate()
+        assert stack.web.wait(30)
+        written = [json.loads(line) for line in stack.web.log_tail(20000).splitlines() if line.startswith("{")]
+        # Each web process writes its own batches: three processes may have answered them.
+        logged = {line["request_id"] for line in written if line["logger"] == "gateway.request"}
+        assert {"stop-0", "stop-1", "stop-2"} <= logged
     finally:
         stack.stop()
