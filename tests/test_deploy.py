@@ -563,7 +563,10 @@ def test_create_hit_status_and_signed_callback_through_nginx_are_logged_with_the
             line for line in lines if line.get("logger") == "gateway.request" and line["path"] != "/v1/tasks/health"
         ]
 
-    requests_seen = wait_until(lambda: len(requests_logged()) >= 3 and requests_logged(), timeout=10)
+    logged = wait_until(lambda: len(requests_logged()) >= 3 and requests_logged(), timeout=10)
+    # Each gunicorn process writes its own batches: the lines are in the order of their
+    # processes' batches, so they are matched to the requests by what they say.
+    requests_seen = sorted(logged, key=lambda line: (line["method"] != "POST", line["status"] != 202))
     assert [(line["method"], line["status"], line["verdict"]) for line in requests_seen] == [
         ("POST", 202, "miss"),
         ("POST", 200, "completed"),
