@@ -630,5 +630,8 @@ def test_x_forwarded_for_is_believed_only_from_trusted_proxies(redis_server, tmp
         assert line["client"] == CLIENT_ADDRESS
     finally:
         _stop(process)
-    [trusted] = [line for line in _log_lines(stack.web.log_path) if line.get("request_id") == "spoof-trusted"]
+    [trusted] = wait_until(  # written with its process's next batch
+        lambda: [line for line in _log_lines(stack.web.log_path) if line.get("request_id") == "spoof-trusted"],
+        timeout=10,
+    )
     assert trusted["client"] == "203.0.113.9"
