@@ -37,14 +37,23 @@ def measure(bench: Bench) -> None:
     _alternate(bench, {"hit": "gateway", "floor": "floor"}, "", None)
 
 
+#: The servers with ``SYNC_FLAGS``, by what they answer.
+SYNC_SERVERS = {"hit": "gateway-sync", "floor": "floor-sync"}
+
+
+def start_sync_servers(bench: Bench) -> dict[str, str]:
+    """gunicorn with ``SYNC_FLAGS`` for the gateway and the floor, answering; ``SYNC_SERVERS``."""
+    for name, app in ((SYNC_SERVERS["hit"], "wsgi:app"), (SYNC_SERVERS["floor"], "bench.floor_app:app")):
+        bench.gunicorn(name, app, SYNC_FLAGS)
+    for name in SYNC_SERVERS.values():
+        bench.wait_answering(name)
+    return SYNC_SERVERS
+
+
 def measure_sync(bench: Bench) -> None:
     """The same with sync workers (``SYNC_FLAGS``): each process runs one request at a time,
     so neither side's requests contend for its GIL, as in the issue's own figures."""
-    for name, app in (("gateway-sync", "wsgi:app"), ("floor-sync", "bench.floor_app:app")):
-        bench.gunicorn(name, app, SYNC_FLAGS)
-    for name in ("gateway-sync", "floor-sync"):
-        bench.wait_answering(name)
-    _alternate(bench, {"hit": "gateway-sync", "floor": "floor-sync"}, ", sync workers", SYNC_WRK_THREADS)
+    _alternate(bench, start_sync_servers(bench), ", sync workers", SYNC_WRK_THREADS)
 
 
 def _alternate(bench: Bench, servers: dict[str, str], setup: str, wrk_threads: int | None) -> None:

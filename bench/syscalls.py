@@ -1,6 +1,6 @@
 """System calls per request of the reuse hit and of the floor: ``python bench/syscalls.py``.
 
-Both under gunicorn's sync workers (bench/hit.py's ``SYNC_FLAGS``: one request at a time
+Both under gunicorn's sync workers (bench/hit.py's ``start_sync_servers``: one request at a time
 per process), each loaded with wrk for ``--duration`` seconds while ``strace -f -c`` is
 attached to its workers. Printed: each system call's count per request, side by side.
 On a VM a system call costs far more in place than in a loop (docs/PERFORMANCE.md,
@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/syscalls.py`
-from bench.hit import HIT_JSON, SYNC_FLAGS, SYNC_WRK_THREADS  # noqa: E402 (needs the path above)
+from bench.hit import HIT_JSON, SYNC_WRK_THREADS, start_sync_servers  # noqa: E402 (needs the path above)
 from bench.toolkit import options  # noqa: E402
 from bench.toolkit.cpu import child_pids  # noqa: E402
 from bench.toolkit.servers import Bench, prepare  # noqa: E402
 
-SERVERS = {"hit": ("gateway-sync", "wsgi:app"), "floor": ("floor-sync", "bench.floor_app:app")}
 #: A row of ``strace -c``'s table: "% time  seconds  usecs/call  calls  [errors]  syscall".
 _ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
 
@@ -59,11 +58,8 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp, Bench(args, Path(tmp)) as bench:
         bench.setup()
-        for name, app in SERVERS.values():
-            bench.gunicorn(name, app, SYNC_FLAGS)
-        for name, _ in SERVERS.values():
-            bench.wait_answering(name)
-        counts = {label: count(bench, name, Path(tmp) / f"strace-{label}.txt") for label, (name, _) in SERVERS.items()}
+        servers = start_sync_servers(bench)
+        counts = {label: count(bench, name, Path(tmp) / f"strace-{label}.txt") for label, name in servers.items()}
     names = sorted(set(counts["hit"]) | set(counts["floor"]), key=lambda name: -counts["hit"].get(name, 0))
     print(f"\n{'system call':16} {'hit':>8} {'floor':>8}   per request (sync workers)")
     for name in names:

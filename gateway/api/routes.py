@@ -47,7 +47,7 @@ class TaskIdConverter(BaseConverter):
 @bp.record
 def _authenticate_with_tokens(state: BlueprintSetupState) -> None:
     """Install ``tenancy.authenticate`` for an app with API tokens. Without tokens it
-    would only set ``g.tenant`` to None, which ``tenancy.scoped`` assumes anyway, and a
+    would keep no tenant, which ``tenancy.scoped`` assumes anyway, and a
     before-request hook costs every request (the reuse hit included) a few microseconds."""
     if tenancy.requires_tokens(state.app):
         state.app.before_request_funcs.setdefault(state.name, []).append(tenancy.authenticate)
